@@ -1,0 +1,959 @@
+//! Support for generated code. Not a public API: items here change without
+//! notice. `#[derive(zap::Message)]` (and later `zap-build`) reach the
+//! runtime only through this module.
+//!
+//! The model: a message type is a fixed section of slots laid out by
+//! [`Field::WIDTH`]/[`Field::ALIGN`] (computed in `const` items by the
+//! derive), plus payloads and children reached through pointers.
+//! Validation ([`Validator`]) walks everything a type can reach once and
+//! yields an [`Obj`]; reads through an `Obj` are then infallible: a slot
+//! beyond the object's fixed size reads as the default (schema evolution),
+//! and every read still goes through bounds-checked `get`, so even a bug in
+//! validation could only produce a wrong value, never a panic or an
+//! out-of-bounds read.
+
+use std::fmt;
+use std::marker::PhantomData;
+
+pub use bytes::Bytes;
+
+pub use crate::error::{DecodeError, DecodeErrorKind, EncodeError};
+pub use crate::message::{Message, Text};
+pub use crate::wire::{Builder, ListRef, ObjectRef, Scalar};
+
+use crate::wire::reader::{bytes_slot, list_slot, object_slot, var_element};
+use crate::wire::{HEADER_LEN, Header, u32_at};
+
+/// Objects nest at most this deep (recursive types, pointer cycles).
+pub const MAX_DEPTH: u32 = 64;
+
+/// The fixed-section layout of a message type.
+#[derive(Clone, Copy, Debug)]
+pub struct Layout {
+    /// Bytes of the fixed section this version of the type writes.
+    pub fixed: usize,
+    /// Whether the object starts with a `u32` size word giving the fixed
+    /// size its writer used (derived layouts), or has the static size
+    /// `fixed` (explicit `#[zap(offset = N)]` layouts matching a Go schema).
+    pub size_word: bool,
+}
+
+/// Width of the size word that starts evolvable objects.
+pub const SIZE_WORD: usize = 4;
+
+/// Rounds `off` up to a multiple of `align` (for layout `const`s).
+pub const fn align_up(off: usize, align: usize) -> usize {
+    off.next_multiple_of(align)
+}
+
+/// The larger of two sizes (for layout `const`s).
+pub const fn max(a: usize, b: usize) -> usize {
+    if a > b { a } else { b }
+}
+
+/// A validated object: reads inside it cannot fail.
+#[derive(Clone, Copy)]
+pub struct Obj<'a> {
+    buf: &'a [u8],
+    start: usize,
+    fixed: usize,
+}
+
+impl fmt::Debug for Obj<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Obj@{}+{}", self.start, self.fixed)
+    }
+}
+
+impl<'a> Obj<'a> {
+    /// An object with no fields present: every read gives the default.
+    /// Null nested-object pointers read as this.
+    pub fn empty(buf: &'a [u8]) -> Self {
+        Obj {
+            buf,
+            start: 0,
+            fixed: 0,
+        }
+    }
+
+    /// Opens the object at `start` of an already validated buffer.
+    #[inline(always)]
+    fn trusted(buf: &'a [u8], start: usize, layout: Layout) -> Self {
+        let fixed = if layout.size_word {
+            u32_at(buf, start).unwrap_or(0) as usize
+        } else {
+            layout.fixed
+        };
+        let fixed = fixed.min(buf.len().saturating_sub(start));
+        Obj { buf, start, fixed }
+    }
+
+    /// Checks the object at `start` against `layout`.
+    #[inline(always)]
+    fn checked(
+        buf: &'a [u8],
+        start: usize,
+        layout: Layout,
+        cx: &mut Validator,
+    ) -> Result<Self, DecodeError> {
+        let fixed = if layout.size_word {
+            let Some(w) = u32_at(buf, start) else {
+                return Err(DecodeError::new(
+                    DecodeErrorKind::OutOfBounds {
+                        needed: SIZE_WORD as u64,
+                        size: buf.len(),
+                    },
+                    start,
+                ));
+            };
+            if (w as usize) < SIZE_WORD {
+                return Err(DecodeError::new(DecodeErrorKind::BadObjectSize(w), start));
+            }
+            w as usize
+        } else {
+            layout.fixed
+        };
+        if start as u64 + fixed as u64 > buf.len() as u64 {
+            return Err(DecodeError::new(
+                DecodeErrorKind::OutOfBounds {
+                    needed: fixed as u64,
+                    size: buf.len(),
+                },
+                start,
+            ));
+        }
+        cx.charge(fixed.max(8), start)?;
+        Ok(Obj { buf, start, fixed })
+    }
+
+    /// Whether a slot of `width` bytes at `off` is inside this object.
+    #[inline(always)]
+    pub fn has(&self, off: usize, width: usize) -> bool {
+        off + width <= self.fixed
+    }
+
+    /// Absolute position of the slot at `off`.
+    #[inline(always)]
+    pub fn slot(&self, off: usize) -> usize {
+        self.start + off
+    }
+
+    /// The message bytes.
+    #[inline(always)]
+    pub fn buf(&self) -> &'a [u8] {
+        self.buf
+    }
+
+    /// The scalar at `off`, or its default if the object is too short.
+    #[inline(always)]
+    pub fn read<T: Scalar>(&self, off: usize) -> T {
+        if self.has(off, T::WIDTH) {
+            T::read_le(self.buf.get(self.start + off..).unwrap_or(&[]))
+        } else {
+            T::default()
+        }
+    }
+
+    #[inline(always)]
+    fn bytes_range(&self, off: usize) -> Option<(usize, usize)> {
+        if !self.has(off, 8) {
+            return None;
+        }
+        bytes_slot(self.buf, self.start + off).ok().flatten()
+    }
+
+    #[inline(always)]
+    fn bytes(&self, off: usize) -> &'a [u8] {
+        match self.bytes_range(off) {
+            Some((at, len)) => self.buf.get(at..at + len).unwrap_or(&[]),
+            None => &[],
+        }
+    }
+
+    #[inline(always)]
+    fn child(&self, off: usize, layout: Layout) -> Obj<'a> {
+        if !self.has(off, 4) {
+            return Obj::empty(self.buf);
+        }
+        match object_slot(self.buf, self.start + off) {
+            Ok(Some(t)) => Obj::trusted(self.buf, t, layout),
+            _ => Obj::empty(self.buf),
+        }
+    }
+
+    #[inline(always)]
+    fn list(&self, off: usize, stride: usize) -> (usize, usize) {
+        if !self.has(off, 8) {
+            return (0, 0);
+        }
+        list_slot(self.buf, self.start + off, stride).unwrap_or((0, 0))
+    }
+}
+
+/// Walks a buffer once, with limits on depth and total work.
+#[derive(Debug)]
+pub struct Validator {
+    budget: usize,
+    depth: u32,
+}
+
+impl Validator {
+    fn new(size: usize) -> Self {
+        // Like Cap'n Proto's traversal limit: aliased pointers may make a
+        // walk revisit data, but never more than 8x the message size.
+        Validator {
+            budget: size.saturating_mul(8).saturating_add(4096),
+            depth: 0,
+        }
+    }
+
+    #[inline(always)]
+    fn charge(&mut self, n: usize, at: usize) -> Result<(), DecodeError> {
+        match self.budget.checked_sub(n) {
+            Some(b) => {
+                self.budget = b;
+                Ok(())
+            }
+            None => Err(DecodeError::new(DecodeErrorKind::TraversalLimit, at)),
+        }
+    }
+
+    #[inline(always)]
+    fn enter(&mut self, at: usize) -> Result<(), DecodeError> {
+        if self.depth >= MAX_DEPTH {
+            return Err(DecodeError::new(DecodeErrorKind::TooDeep, at));
+        }
+        self.depth += 1;
+        Ok(())
+    }
+
+    #[inline(always)]
+    fn leave(&mut self) {
+        self.depth -= 1;
+    }
+}
+
+/// Labels an error with the field it came from (innermost field wins).
+#[inline]
+pub fn in_field(field: &'static str) -> impl FnOnce(DecodeError) -> DecodeError {
+    move |e| e.at_field(field)
+}
+
+/// Writes `msg` as an object and returns where it starts.
+#[inline]
+pub fn write_object<M: Message>(msg: &M, b: &mut Builder) -> ObjectRef {
+    let layout = M::LAYOUT;
+    let start = b.object(layout.fixed).finish();
+    if layout.size_word {
+        b.put(start.0, layout.fixed as u32);
+    }
+    msg.write_fields(b, start.0);
+    start
+}
+
+/// Checks the header of `buf` and everything `M` can reach from the root.
+#[inline]
+pub fn validate_root<M: Message>(buf: &[u8]) -> Result<Obj<'_>, DecodeError> {
+    let header = Header::parse(buf)?;
+    let buf = &buf[..header.size as usize];
+    let root = header.root as usize;
+    if root < HEADER_LEN || root >= buf.len() {
+        return Err(DecodeError::new(
+            DecodeErrorKind::PointerOutOfBounds {
+                target: Some(root as u64),
+            },
+            8,
+        ));
+    }
+    let mut cx = Validator::new(buf.len());
+    let obj = Obj::checked(buf, root, M::LAYOUT, &mut cx)?;
+    M::validate_fields(&obj, &mut cx)?;
+    Ok(obj)
+}
+
+/// A type that can be a field of a message.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be a field of a zap message",
+    label = "unsupported field type",
+    note = "supported: bool, u8..u64, i8..i64, f32, f64, [u8; N], bytes::Bytes, String, zap::Text, \
+            Vec<T> of those or of messages, Option<T>, and #[derive(zap::Message)] types"
+)]
+pub trait Field: Sized {
+    /// Slot width in the fixed section.
+    const WIDTH: usize;
+    /// Slot alignment within the fixed section (for derived layouts).
+    const ALIGN: usize;
+    /// Whether an all-zero pointer slot means "absent" (pointer kinds).
+    const NULLABLE: bool = false;
+    /// What the borrowed view returns for this field.
+    type View<'a>;
+
+    /// Phase 1: fill the slot in the fixed section.
+    #[inline(always)]
+    fn write_fixed(&self, _b: &mut Builder, _slot: usize) {}
+    /// Phase 2: append `bytes`/`text` payloads, right after the fixed section.
+    #[inline(always)]
+    fn write_tail(&self, _b: &mut Builder, _slot: usize) {}
+    /// Phase 3: write lists and nested objects.
+    #[inline(always)]
+    fn write_child(&self, _b: &mut Builder, _slot: usize) {}
+    /// Bytes this value appends outside its slot (an upper bound).
+    #[inline(always)]
+    fn extra_len(&self) -> usize {
+        0
+    }
+
+    /// Checks what the slot at `off` points to.
+    #[inline(always)]
+    fn validate(_obj: &Obj<'_>, _off: usize, _cx: &mut Validator) -> Result<(), DecodeError> {
+        Ok(())
+    }
+    /// Reads an owned value; `src` is the buffer `obj` reads from.
+    fn decode(obj: &Obj<'_>, off: usize, src: &Bytes) -> Self;
+    /// Reads a borrowed value.
+    fn view<'a>(obj: &Obj<'a>, off: usize) -> Self::View<'a>;
+    /// For `NULLABLE` kinds: whether the slot's pointer is null.
+    #[inline(always)]
+    fn is_null(obj: &Obj<'_>, off: usize) -> bool {
+        obj.read::<u32>(off) == 0
+    }
+}
+
+macro_rules! scalar_field {
+    ($($t:ty),*) => {$(
+        impl Field for $t {
+            const WIDTH: usize = <$t as Scalar>::WIDTH;
+            const ALIGN: usize = <$t as Scalar>::WIDTH;
+            type View<'a> = $t;
+            #[inline(always)]
+            fn write_fixed(&self, b: &mut Builder, slot: usize) {
+                b.put(slot, *self);
+            }
+            #[inline(always)]
+            fn decode(obj: &Obj<'_>, off: usize, _: &Bytes) -> Self {
+                obj.read(off)
+            }
+            #[inline(always)]
+            fn view<'a>(obj: &Obj<'a>, off: usize) -> $t {
+                obj.read(off)
+            }
+        }
+        impl ListElem for $t {
+            const STRIDE: usize = <$t as Scalar>::WIDTH;
+            type ElemView<'a> = $t;
+            #[inline]
+            fn write_list(items: &[Self], b: &mut Builder) -> ListRef {
+                b.scalar_list(items)
+            }
+            #[inline(always)]
+            fn elem_at<'a>(buf: &'a [u8], pos: usize) -> ($t, usize) {
+                (<$t as Scalar>::read_le(buf.get(pos..).unwrap_or(&[])), pos + Self::STRIDE)
+            }
+            #[inline(always)]
+            fn decode_elem(buf: &[u8], _: &Bytes, pos: usize) -> (Self, usize) {
+                Self::elem_at(buf, pos)
+            }
+        }
+    )*};
+}
+scalar_field!(bool, u8, u16, u32, u64, i8, i16, i32, i64, f32, f64);
+
+impl<const N: usize> Field for [u8; N] {
+    const WIDTH: usize = N;
+    const ALIGN: usize = 1;
+    type View<'a> = &'a [u8; N];
+    #[inline(always)]
+    fn write_fixed(&self, b: &mut Builder, slot: usize) {
+        b.put_fixed(slot, self);
+    }
+    #[inline(always)]
+    fn decode(obj: &Obj<'_>, off: usize, _: &Bytes) -> Self {
+        *Self::view(obj, off)
+    }
+    #[inline(always)]
+    fn view<'a>(obj: &Obj<'a>, off: usize) -> &'a [u8; N] {
+        if obj.has(off, N) {
+            if let Some(a) = obj
+                .buf
+                .get(obj.start + off..)
+                .and_then(|s| s.first_chunk::<N>())
+            {
+                return a;
+            }
+        }
+        const { &[0u8; N] }
+    }
+}
+
+impl<const N: usize> ListElem for [u8; N] {
+    const STRIDE: usize = N;
+    type ElemView<'a> = &'a [u8; N];
+    fn write_list(items: &[Self], b: &mut Builder) -> ListRef {
+        b.fixed_list(items)
+    }
+    #[inline(always)]
+    fn elem_at<'a>(buf: &'a [u8], pos: usize) -> (&'a [u8; N], usize) {
+        let a = buf
+            .get(pos..)
+            .and_then(|s| s.first_chunk::<N>())
+            .unwrap_or(const { &[0u8; N] });
+        (a, pos + N)
+    }
+    #[inline(always)]
+    fn decode_elem(buf: &[u8], _: &Bytes, pos: usize) -> (Self, usize) {
+        let (a, next) = Self::elem_at(buf, pos);
+        (*a, next)
+    }
+}
+
+/// Shared by the three `bytes`-slot kinds.
+#[inline(always)]
+fn validate_bytes(
+    obj: &Obj<'_>,
+    off: usize,
+    utf8: bool,
+) -> Result<Option<(usize, usize)>, DecodeError> {
+    if !obj.has(off, 8) {
+        return Ok(None);
+    }
+    let r = bytes_slot(obj.buf, obj.start + off)?;
+    if utf8 {
+        if let Some((at, len)) = r {
+            check_utf8(&obj.buf[at..at + len], obj.start + off)?;
+        }
+    }
+    Ok(r)
+}
+
+#[inline(always)]
+fn check_utf8(b: &[u8], at: usize) -> Result<(), DecodeError> {
+    match std::str::from_utf8(b) {
+        Ok(_) => Ok(()),
+        Err(_) => Err(DecodeError::new(DecodeErrorKind::InvalidUtf8, at)),
+    }
+}
+
+#[inline(always)]
+fn slice_src(src: &Bytes, buf: &[u8], at: usize, len: usize) -> Bytes {
+    // `buf` is `src` trimmed to the header's size, so the range is inside
+    // `src`; check anyway rather than let `Bytes::slice` panic.
+    if at + len <= buf.len() && at + len <= src.len() {
+        src.slice(at..at + len)
+    } else {
+        Bytes::new()
+    }
+}
+
+impl Field for Bytes {
+    const WIDTH: usize = 8;
+    const ALIGN: usize = 4;
+    const NULLABLE: bool = true;
+    type View<'a> = &'a [u8];
+    #[inline(always)]
+    fn write_tail(&self, b: &mut Builder, slot: usize) {
+        b.put_bytes(slot, self);
+    }
+    #[inline(always)]
+    fn extra_len(&self) -> usize {
+        self.len()
+    }
+    #[inline(always)]
+    fn validate(obj: &Obj<'_>, off: usize, _: &mut Validator) -> Result<(), DecodeError> {
+        validate_bytes(obj, off, false).map(drop)
+    }
+    #[inline(always)]
+    fn decode(obj: &Obj<'_>, off: usize, src: &Bytes) -> Self {
+        match obj.bytes_range(off) {
+            Some((at, len)) => slice_src(src, obj.buf, at, len),
+            None => Bytes::new(),
+        }
+    }
+    #[inline(always)]
+    fn view<'a>(obj: &Obj<'a>, off: usize) -> &'a [u8] {
+        obj.bytes(off)
+    }
+}
+
+impl Field for String {
+    const WIDTH: usize = 8;
+    const ALIGN: usize = 4;
+    const NULLABLE: bool = true;
+    type View<'a> = &'a str;
+    #[inline(always)]
+    fn write_tail(&self, b: &mut Builder, slot: usize) {
+        b.put_bytes(slot, self.as_bytes());
+    }
+    #[inline(always)]
+    fn extra_len(&self) -> usize {
+        self.len()
+    }
+    #[inline(always)]
+    fn validate(obj: &Obj<'_>, off: usize, _: &mut Validator) -> Result<(), DecodeError> {
+        validate_bytes(obj, off, true).map(drop)
+    }
+    #[inline(always)]
+    fn decode(obj: &Obj<'_>, off: usize, _: &Bytes) -> Self {
+        Self::view(obj, off).to_owned()
+    }
+    #[inline(always)]
+    fn view<'a>(obj: &Obj<'a>, off: usize) -> &'a str {
+        std::str::from_utf8(obj.bytes(off)).unwrap_or("")
+    }
+}
+
+impl Field for Text {
+    const WIDTH: usize = 8;
+    const ALIGN: usize = 4;
+    const NULLABLE: bool = true;
+    type View<'a> = &'a str;
+    #[inline(always)]
+    fn write_tail(&self, b: &mut Builder, slot: usize) {
+        b.put_bytes(slot, self.as_str().as_bytes());
+    }
+    #[inline(always)]
+    fn extra_len(&self) -> usize {
+        self.len()
+    }
+    #[inline(always)]
+    fn validate(obj: &Obj<'_>, off: usize, _: &mut Validator) -> Result<(), DecodeError> {
+        validate_bytes(obj, off, true).map(drop)
+    }
+    #[inline(always)]
+    fn decode(obj: &Obj<'_>, off: usize, src: &Bytes) -> Self {
+        match obj.bytes_range(off) {
+            Some((at, len)) => Text::from_utf8(slice_src(src, obj.buf, at, len)).unwrap_or_default(),
+            None => Text::default(),
+        }
+    }
+    #[inline(always)]
+    fn view<'a>(obj: &Obj<'a>, off: usize) -> &'a str {
+        std::str::from_utf8(obj.bytes(off)).unwrap_or("")
+    }
+}
+
+/// `Option<T>`: a null pointer for pointer kinds; otherwise the value's
+/// slot followed by one presence byte (0 = `None`).
+impl<T: Field> Field for Option<T> {
+    const WIDTH: usize = if T::NULLABLE { T::WIDTH } else { T::WIDTH + 1 };
+    const ALIGN: usize = T::ALIGN;
+    type View<'a> = Option<T::View<'a>>;
+    #[inline(always)]
+    fn write_fixed(&self, b: &mut Builder, slot: usize) {
+        if let Some(v) = self {
+            v.write_fixed(b, slot);
+            if !T::NULLABLE {
+                b.put(slot + T::WIDTH, 1u8);
+            }
+        }
+    }
+    #[inline(always)]
+    fn write_tail(&self, b: &mut Builder, slot: usize) {
+        if let Some(v) = self {
+            v.write_tail(b, slot);
+        }
+    }
+    #[inline(always)]
+    fn write_child(&self, b: &mut Builder, slot: usize) {
+        if let Some(v) = self {
+            v.write_child(b, slot);
+        }
+    }
+    #[inline(always)]
+    fn extra_len(&self) -> usize {
+        self.as_ref().map_or(0, T::extra_len)
+    }
+    #[inline(always)]
+    fn validate(obj: &Obj<'_>, off: usize, cx: &mut Validator) -> Result<(), DecodeError> {
+        if present::<T>(obj, off) {
+            T::validate(obj, off, cx)
+        } else {
+            Ok(())
+        }
+    }
+    #[inline(always)]
+    fn decode(obj: &Obj<'_>, off: usize, src: &Bytes) -> Self {
+        present::<T>(obj, off).then(|| T::decode(obj, off, src))
+    }
+    #[inline(always)]
+    fn view<'a>(obj: &Obj<'a>, off: usize) -> Self::View<'a> {
+        present::<T>(obj, off).then(|| T::view(obj, off))
+    }
+    #[inline(always)]
+    fn is_null(obj: &Obj<'_>, off: usize) -> bool {
+        !present::<T>(obj, off)
+    }
+}
+
+#[inline(always)]
+fn present<T: Field>(obj: &Obj<'_>, off: usize) -> bool {
+    if T::NULLABLE {
+        obj.has(off, T::WIDTH) && !T::is_null(obj, off)
+    } else {
+        obj.has(off, T::WIDTH + 1) && obj.read::<u8>(off + T::WIDTH) != 0
+    }
+}
+
+/// Nested messages: an `i32 rel` to the child object; null reads as a
+/// message with every field at its default.
+impl<M: Message> Field for M {
+    const WIDTH: usize = 4;
+    const ALIGN: usize = 4;
+    const NULLABLE: bool = true;
+    type View<'a> = M::View<'a>;
+    #[inline(always)]
+    fn write_child(&self, b: &mut Builder, slot: usize) {
+        let child = write_object(self, b);
+        b.put_object(slot, child);
+    }
+    #[inline(always)]
+    fn extra_len(&self) -> usize {
+        self.encoded_len_hint()
+    }
+    fn validate(obj: &Obj<'_>, off: usize, cx: &mut Validator) -> Result<(), DecodeError> {
+        if !obj.has(off, 4) {
+            return Ok(());
+        }
+        let slot = obj.start + off;
+        match object_slot(obj.buf, slot)? {
+            Some(target) => validate_child::<M>(obj.buf, target, cx),
+            None => Ok(()),
+        }
+    }
+    #[inline(always)]
+    fn decode(obj: &Obj<'_>, off: usize, src: &Bytes) -> Self {
+        M::decode_fields(&obj.child(off, M::LAYOUT), src)
+    }
+    #[inline(always)]
+    fn view<'a>(obj: &Obj<'a>, off: usize) -> M::View<'a> {
+        M::view_fields(obj.child(off, M::LAYOUT))
+    }
+}
+
+fn validate_child<M: Message>(
+    buf: &[u8],
+    target: usize,
+    cx: &mut Validator,
+) -> Result<(), DecodeError> {
+    cx.enter(target)?;
+    let child = Obj::checked(buf, target, M::LAYOUT, cx)?;
+    M::validate_fields(&child, cx)?;
+    cx.leave();
+    Ok(())
+}
+
+/// A type that can be an element of a `Vec` field.
+///
+/// Scalars and `[u8; N]` are packed lists; `Bytes`, `String` and `Text` are
+/// variable-element lists (`[u32 len][bytes]` each, zapgen's `list<bytes>`);
+/// messages are pointer lists (`i32 rel` each, relative to the element).
+#[diagnostic::on_unimplemented(
+    message = "`Vec<{Self}>` cannot be a field of a zap message",
+    note = "list elements may be scalars, [u8; N], Bytes, String, zap::Text or messages"
+)]
+pub trait ListElem: Sized {
+    /// Element size; for variable elements, the minimum (the length word).
+    const STRIDE: usize;
+    /// Whether elements vary in size (index access walks the list).
+    const VARIABLE: bool = false;
+    /// What the view yields per element.
+    type ElemView<'a>;
+    /// Writes the list body.
+    fn write_list(items: &[Self], b: &mut Builder) -> ListRef;
+    /// Bytes the list appends (an upper bound).
+    #[inline(always)]
+    fn list_extra_len(items: &[Self]) -> usize {
+        items.len() * Self::STRIDE + 8
+    }
+    /// Checks every element, after the list's bounds were checked.
+    #[inline(always)]
+    fn validate_elems(
+        _buf: &[u8],
+        _start: usize,
+        _count: usize,
+        _cx: &mut Validator,
+    ) -> Result<(), DecodeError> {
+        Ok(())
+    }
+    /// The element at `pos` and the position of the next one.
+    fn elem_at<'a>(buf: &'a [u8], pos: usize) -> (Self::ElemView<'a>, usize);
+    /// The owned element at `pos` and the position of the next one.
+    fn decode_elem(buf: &[u8], src: &Bytes, pos: usize) -> (Self, usize);
+}
+
+fn validate_var_elems(
+    buf: &[u8],
+    start: usize,
+    count: usize,
+    utf8: bool,
+    cx: &mut Validator,
+) -> Result<(), DecodeError> {
+    let mut pos = start;
+    for _ in 0..count {
+        let (data, next) = var_element(buf, pos)?;
+        if utf8 {
+            check_utf8(data, pos)?;
+        }
+        cx.charge(4, pos)?;
+        pos = next;
+    }
+    Ok(())
+}
+
+#[inline(always)]
+fn var_elem_at(buf: &[u8], pos: usize) -> (&[u8], usize) {
+    var_element(buf, pos).unwrap_or((&[], usize::MAX))
+}
+
+macro_rules! var_elem {
+    ($t:ty, $utf8:expr, $view:ty, |$d:ident| $to_view:expr, |$src:ident, $buf:ident, $at:ident, $len:ident| $decode:expr) => {
+        impl ListElem for $t {
+            const STRIDE: usize = 4;
+            const VARIABLE: bool = true;
+            type ElemView<'a> = $view;
+            fn write_list(items: &[Self], b: &mut Builder) -> ListRef {
+                b.bytes_list(items.iter().map(|i| i.as_ref()))
+            }
+            fn list_extra_len(items: &[Self]) -> usize {
+                items.iter().map(|i| 4 + i.len()).sum::<usize>() + 8
+            }
+            fn validate_elems(
+                buf: &[u8],
+                start: usize,
+                count: usize,
+                cx: &mut Validator,
+            ) -> Result<(), DecodeError> {
+                validate_var_elems(buf, start, count, $utf8, cx)
+            }
+            #[inline(always)]
+            fn elem_at<'a>(buf: &'a [u8], pos: usize) -> ($view, usize) {
+                let ($d, next) = var_elem_at(buf, pos);
+                ($to_view, next)
+            }
+            #[inline(always)]
+            fn decode_elem($buf: &[u8], $src: &Bytes, pos: usize) -> (Self, usize) {
+                let (d, next) = var_elem_at($buf, pos);
+                let $at = pos + 4;
+                let $len = d.len();
+                ($decode, next)
+            }
+        }
+    };
+}
+var_elem!(Bytes, false, &'a [u8], |d| d, |src, buf, at, len| slice_src(
+    src, buf, at, len
+));
+var_elem!(
+    String,
+    true,
+    &'a str,
+    |d| std::str::from_utf8(d).unwrap_or(""),
+    |src, buf, at, len| {
+        let _ = src;
+        std::str::from_utf8(buf.get(at..at + len).unwrap_or(&[]))
+            .unwrap_or("")
+            .to_owned()
+    }
+);
+var_elem!(
+    Text,
+    true,
+    &'a str,
+    |d| std::str::from_utf8(d).unwrap_or(""),
+    |src, buf, at, len| Text::from_utf8(slice_src(src, buf, at, len)).unwrap_or_default()
+);
+
+impl<M: Message> ListElem for M {
+    const STRIDE: usize = 4;
+    type ElemView<'a> = M::View<'a>;
+    fn write_list(items: &[Self], b: &mut Builder) -> ListRef {
+        let mut list = b.ptr_list(items.len());
+        for (i, item) in items.iter().enumerate() {
+            let obj = write_object(item, list.builder());
+            list.set(i, obj);
+        }
+        list.finish()
+    }
+    fn list_extra_len(items: &[Self]) -> usize {
+        items
+            .iter()
+            .map(|i| 4 + i.encoded_len_hint())
+            .sum::<usize>()
+            + 8
+    }
+    fn validate_elems(
+        buf: &[u8],
+        start: usize,
+        count: usize,
+        cx: &mut Validator,
+    ) -> Result<(), DecodeError> {
+        for i in 0..count {
+            if let Some(target) = object_slot(buf, start + 4 * i)? {
+                validate_child::<M>(buf, target, cx)?;
+            }
+        }
+        Ok(())
+    }
+    #[inline(always)]
+    fn elem_at<'a>(buf: &'a [u8], pos: usize) -> (M::View<'a>, usize) {
+        let obj = match object_slot(buf, pos) {
+            Ok(Some(t)) => Obj::trusted(buf, t, M::LAYOUT),
+            _ => Obj::empty(buf),
+        };
+        (M::view_fields(obj), pos + 4)
+    }
+    #[inline(always)]
+    fn decode_elem(buf: &[u8], src: &Bytes, pos: usize) -> (Self, usize) {
+        let obj = match object_slot(buf, pos) {
+            Ok(Some(t)) => Obj::trusted(buf, t, M::LAYOUT),
+            _ => Obj::empty(buf),
+        };
+        (M::decode_fields(&obj, src), pos + 4)
+    }
+}
+
+/// `Vec<T>`: a list slot `{i32 rel, u32 count}`.
+impl<T: ListElem> Field for Vec<T> {
+    const WIDTH: usize = 8;
+    const ALIGN: usize = 4;
+    const NULLABLE: bool = true;
+    type View<'a> = ListView<'a, T>;
+    #[inline]
+    fn write_child(&self, b: &mut Builder, slot: usize) {
+        let list = if self.is_empty() {
+            b.empty_list()
+        } else {
+            T::write_list(self, b)
+        };
+        b.put_list(slot, list);
+    }
+    #[inline]
+    fn extra_len(&self) -> usize {
+        T::list_extra_len(self)
+    }
+    fn validate(obj: &Obj<'_>, off: usize, cx: &mut Validator) -> Result<(), DecodeError> {
+        if !obj.has(off, 8) {
+            return Ok(());
+        }
+        let slot = obj.start + off;
+        let (start, count) = list_slot(obj.buf, slot, T::STRIDE)?;
+        cx.charge(count.saturating_mul(T::STRIDE), slot)?;
+        T::validate_elems(obj.buf, start, count, cx)
+    }
+    fn decode(obj: &Obj<'_>, off: usize, src: &Bytes) -> Self {
+        let (start, count) = obj.list(off, T::STRIDE);
+        // `count * STRIDE` bytes were checked to be in the message, so this
+        // allocation is bounded by the message size.
+        let mut out = Vec::with_capacity(count);
+        let mut pos = start;
+        for _ in 0..count {
+            let (v, next) = T::decode_elem(obj.buf, src, pos);
+            out.push(v);
+            pos = next;
+        }
+        out
+    }
+    #[inline(always)]
+    fn view<'a>(obj: &Obj<'a>, off: usize) -> ListView<'a, T> {
+        let (start, count) = obj.list(off, T::STRIDE);
+        ListView {
+            buf: obj.buf,
+            start,
+            count,
+            _t: PhantomData,
+        }
+    }
+}
+
+/// A validated list inside a message, read in place.
+pub struct ListView<'a, T> {
+    buf: &'a [u8],
+    start: usize,
+    count: usize,
+    _t: PhantomData<fn() -> T>,
+}
+
+impl<T> Clone for ListView<'_, T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<T> Copy for ListView<'_, T> {}
+
+impl<'a, T: ListElem> ListView<'a, T> {
+    /// Number of elements.
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    /// Whether the list is empty.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// Element `i`. O(1), except for `bytes`/`text` elements, which are
+    /// found by walking the list (O(i)); iterate instead.
+    pub fn get(&self, i: usize) -> Option<T::ElemView<'a>> {
+        if i >= self.count {
+            return None;
+        }
+        if T::VARIABLE {
+            self.iter().nth(i)
+        } else {
+            Some(T::elem_at(self.buf, self.start + i * T::STRIDE).0)
+        }
+    }
+
+    /// The elements in order.
+    pub fn iter(&self) -> ListIter<'a, T> {
+        ListIter {
+            buf: self.buf,
+            pos: self.start,
+            left: self.count,
+            _t: PhantomData,
+        }
+    }
+}
+
+impl<'a, T: ListElem> IntoIterator for ListView<'a, T> {
+    type Item = T::ElemView<'a>;
+    type IntoIter = ListIter<'a, T>;
+    fn into_iter(self) -> ListIter<'a, T> {
+        self.iter()
+    }
+}
+
+impl<'a, T: ListElem> fmt::Debug for ListView<'a, T>
+where
+    T::ElemView<'a>: fmt::Debug,
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
+    }
+}
+
+/// Iterator over a [`ListView`].
+pub struct ListIter<'a, T> {
+    buf: &'a [u8],
+    pos: usize,
+    left: usize,
+    _t: PhantomData<fn() -> T>,
+}
+
+impl<'a, T: ListElem> Iterator for ListIter<'a, T> {
+    type Item = T::ElemView<'a>;
+    #[inline]
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.left == 0 {
+            return None;
+        }
+        self.left -= 1;
+        let (v, next) = T::elem_at(self.buf, self.pos);
+        self.pos = next;
+        Some(v)
+    }
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.left, Some(self.left))
+    }
+}
+
+impl<T: ListElem> ExactSizeIterator for ListIter<'_, T> {}

@@ -1,0 +1,89 @@
+//! # zap: zero-copy messages in the ZAP object format
+//!
+//! This crate is the codec layer of zap-rs. A ZAP message is a 16-byte
+//! header followed by objects whose fields sit at fixed byte offsets, with
+//! variable data (bytes, text, lists, nested objects) reached through
+//! relative pointers. The bytes are those of the Go reference
+//! (`luxfi/zap`, `zap-proto/go`): a message built here parses there and the
+//! reverse (golden vectors in `zap/testdata/` pin this).
+//!
+//! Three levels, use the highest that fits:
+//!
+//! - **Derived messages** (`#[derive(zap::Message)]`): a struct gets a
+//!   deterministic layout, an encoder into a reusable [`wire::Builder`], an
+//!   owned decoder whose `Bytes` fields are slices of the input (no copy),
+//!   and a borrowed `{Name}View<'a>` whose accessors read in place.
+//! - **Raw readers** ([`wire::Message`], [`wire::Object`], [`wire::List`]):
+//!   untyped access by offset, every read checked and returning `Result`.
+//! - **[`wire::Builder`]**: writes objects, lists and payloads by offset.
+//!
+//! ## Validate once, then read without failing
+//!
+//! `decode`/`view` check the header and every pointer, length and count the
+//! type can reach, and report the first problem with its offset and field
+//! ([`DecodeError`]). After that, accessors return values, not `Result`s,
+//! and never panic or read out of bounds. Validation is bounded: nesting
+//! depth is capped at [`MAX_DEPTH`] and total work at 8× the message size,
+//! so aliased or cyclic pointers cannot make it loop or blow up.
+//!
+//! ## Schema evolution
+//!
+//! Derived layouts start each object with a `u32` giving the size of the
+//! fixed section its writer used. A reader treats fields beyond that size
+//! as absent (default value): old messages decode under new structs, and new
+//! messages under old ones (extra fields are skipped). Add fields at the end
+//! only. Layouts with explicit `#[zap(offset = N)]` match an existing Go
+//! schema byte for byte and have no size word. See `docs/FORMAT.md`.
+//!
+//! ```
+//! use bytes::Bytes;
+//! use zap::Message;
+//!
+//! #[derive(zap::Message, Debug, PartialEq)]
+//! struct Block {
+//!     id: [u8; 32],
+//!     parent_id: [u8; 32],
+//!     height: u64,
+//!     timestamp: i64,
+//!     body: Bytes,
+//! }
+//!
+//! let block = Block {
+//!     id: [1; 32],
+//!     parent_id: [0; 32],
+//!     height: 7,
+//!     timestamp: 1_700_000_000,
+//!     body: Bytes::from_static(b"transactions"),
+//! };
+//!
+//! let mut builder = zap::wire::Builder::new();
+//! let bytes = Bytes::copy_from_slice(block.encode(&mut builder)?);
+//!
+//! // Borrowed view: validated once, then O(1) reads in place.
+//! let view = Block::view(&bytes)?;
+//! assert_eq!(view.height(), 7);
+//! assert_eq!(view.body(), b"transactions");
+//!
+//! // Owned decode: `body` is a slice of `bytes`, not a copy.
+//! let decoded = Block::decode(bytes.clone())?;
+//! assert_eq!(decoded, block);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+#![warn(missing_docs)]
+
+#[doc(hidden)]
+pub mod codegen;
+mod error;
+mod message;
+pub mod wire;
+
+pub use codegen::{ListIter, ListView, MAX_DEPTH};
+pub use error::{DecodeError, DecodeErrorKind, EncodeError};
+pub use message::{Message, Text};
+pub use zap_derive::Message;
+
+// Lets the derive's generated `::zap::` paths resolve inside this crate's
+// own tests.
+#[allow(unused_extern_crates)]
+extern crate self as zap;
