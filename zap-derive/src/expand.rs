@@ -109,8 +109,16 @@ pub(crate) fn message(m: &Message<'_>) -> TokenStream {
                 }
 
                 #[inline]
-                fn decode_fields(obj: &#rt::Obj<'_>, src: &#rt::Bytes) -> Self {
+                fn decode_fields(obj: &#rt::Obj<'_>, src: &mut #rt::Src<'_>) -> Self {
                     Self { #( #idents: #field_trait::decode(obj, #offs, src), )* }
+                }
+
+                #[inline]
+                fn adopt_fields(&mut self, a: &mut #rt::Adopt) -> bool {
+                    #( if #field_trait::SLICES && #field_trait::adopt(&mut self.#idents, a) {
+                        return true;
+                    } )*
+                    false
                 }
 
                 #[inline]

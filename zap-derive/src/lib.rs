@@ -8,6 +8,8 @@
 //! wrapped in `const _: () = { .. };` so it adds no names to the caller's
 //! scope besides the view type.
 
+#![forbid(unsafe_code)]
+
 mod ctxt;
 mod expand;
 mod model;

@@ -76,6 +76,18 @@ impl<'a> Obj<'a> {
         }
     }
 
+    /// Where the object starts and its fixed size, to rebuild it later with
+    /// [`Obj::from_parts`].
+    pub(crate) fn parts(&self) -> (usize, usize) {
+        (self.start, self.fixed)
+    }
+
+    /// Rebuilds an object from [`Obj::parts`] over the same buffer. Reads
+    /// stay bounds-checked whatever the parts are.
+    pub(crate) fn from_parts(buf: &'a [u8], (start, fixed): (usize, usize)) -> Self {
+        Obj { buf, start, fixed }
+    }
+
     /// Opens the object at `start` of an already validated buffer.
     #[inline(always)]
     fn trusted(buf: &'a [u8], start: usize, layout: Layout) -> Self {
@@ -239,6 +251,106 @@ pub fn in_field(field: &'static str) -> impl FnOnce(DecodeError) -> DecodeError 
     move |e| e.at_field(field)
 }
 
+/// Decoding state: the source buffer, and which zero-copy field will own it.
+///
+/// Slicing `Bytes` costs an atomic increment now and a decrement when the
+/// slice drops. The first `Bytes`/`Text` field decoded does not slice:
+/// `Message::decode` later moves the input buffer itself into it (see
+/// [`Adopt`]), so a message with one such field decodes with no refcount
+/// traffic beyond the input's own.
+#[derive(Debug)]
+pub struct Src<'a> {
+    bytes: &'a Bytes,
+    seq: u32,
+    owner: Option<(u32, usize, usize)>,
+}
+
+impl<'a> Src<'a> {
+    fn new(bytes: &'a Bytes) -> Self {
+        Src {
+            bytes,
+            seq: 0,
+            owner: None,
+        }
+    }
+
+    /// The bytes `at..at + len` of the source (`buf` is the source trimmed
+    /// to the message size). Called exactly once per zero-copy value decoded.
+    #[inline(always)]
+    fn slice(&mut self, buf: &[u8], at: usize, len: usize) -> Bytes {
+        self.seq += 1;
+        if at + len > buf.len() || at + len > self.bytes.len() {
+            return Bytes::new();
+        }
+        if self.owner.is_none() {
+            self.owner = Some((self.seq, at, len));
+            return Bytes::new();
+        }
+        self.bytes.slice(at..at + len)
+    }
+
+    /// Counts a zero-copy value that had no payload (null pointer).
+    #[inline(always)]
+    fn skip(&mut self) {
+        self.seq += 1;
+    }
+}
+
+/// Second decoding pass: walks the decoded value in the same order as the
+/// first and places the input buffer in the field that deferred its slice.
+#[derive(Debug)]
+pub struct Adopt {
+    seq: u32,
+    target: u32,
+    bytes: Option<Bytes>,
+}
+
+impl Adopt {
+    /// Called exactly once per zero-copy value, in decoding order; returns
+    /// the buffer to the one that deferred.
+    #[inline(always)]
+    fn offer(&mut self) -> Option<Bytes> {
+        self.seq += 1;
+        if self.seq == self.target {
+            self.bytes.take()
+        } else {
+            None
+        }
+    }
+}
+
+/// Validates `buf` as an `M` and decodes it (`Message::decode`).
+#[inline]
+pub fn decode<M: Message>(buf: Bytes) -> Result<M, DecodeError> {
+    let obj = validate_root::<M>(&buf)?;
+    let mut src = Src::new(&buf);
+    let mut value = M::decode_fields(&obj, &mut src);
+    // `obj` and `src` borrow `buf` until here; now it can move.
+    if let Some((target, at, len)) = src.owner {
+        let mut bytes = buf;
+        bytes.truncate(at + len);
+        bytes::Buf::advance(&mut bytes, at);
+        let mut adopt = Adopt {
+            seq: 0,
+            target,
+            bytes: Some(bytes),
+        };
+        value.adopt_fields(&mut adopt);
+    }
+    Ok(value)
+}
+
+/// Decodes the struct from an [`Owned`](crate::Owned)'s parts (already
+/// validated); every zero-copy field slices `buf`.
+pub(crate) fn decode_trusted<M: Message>(buf: &Bytes, size: usize, root: (usize, usize)) -> M {
+    let trimmed = buf.get(..size).unwrap_or(&[]);
+    let obj = Obj::from_parts(trimmed, root);
+    let mut src = Src::new(buf);
+    // Mark the owner slot as taken so every field slices.
+    src.owner = Some((0, 0, 0));
+    M::decode_fields(&obj, &mut src)
+}
+
 /// Writes `msg` as an object and returns where it starts.
 #[inline]
 pub fn write_object<M: Message>(msg: &M, b: &mut Builder) -> ObjectRef {
@@ -308,8 +420,16 @@ pub trait Field: Sized {
     fn validate(_obj: &Obj<'_>, _off: usize, _cx: &mut Validator) -> Result<(), DecodeError> {
         Ok(())
     }
+    /// Whether values hold slices of the input (`Bytes`, `Text`, or types
+    /// containing them).
+    const SLICES: bool = false;
     /// Reads an owned value; `src` is the buffer `obj` reads from.
-    fn decode(obj: &Obj<'_>, off: usize, src: &Bytes) -> Self;
+    fn decode(obj: &Obj<'_>, off: usize, src: &mut Src<'_>) -> Self;
+    /// Second decoding pass (see [`Adopt`]); `true` once the buffer is placed.
+    #[inline(always)]
+    fn adopt(&mut self, _a: &mut Adopt) -> bool {
+        false
+    }
     /// Reads a borrowed value.
     fn view<'a>(obj: &Obj<'a>, off: usize) -> Self::View<'a>;
     /// For `NULLABLE` kinds: whether the slot's pointer is null.
@@ -330,7 +450,7 @@ macro_rules! scalar_field {
                 b.put(slot, *self);
             }
             #[inline(always)]
-            fn decode(obj: &Obj<'_>, off: usize, _: &Bytes) -> Self {
+            fn decode(obj: &Obj<'_>, off: usize, _: &mut Src<'_>) -> Self {
                 obj.read(off)
             }
             #[inline(always)]
@@ -350,7 +470,7 @@ macro_rules! scalar_field {
                 (<$t as Scalar>::read_le(buf.get(pos..).unwrap_or(&[])), pos + Self::STRIDE)
             }
             #[inline(always)]
-            fn decode_elem(buf: &[u8], _: &Bytes, pos: usize) -> (Self, usize) {
+            fn decode_elem(buf: &[u8], _: &mut Src<'_>, pos: usize) -> (Self, usize) {
                 Self::elem_at(buf, pos)
             }
         }
@@ -367,7 +487,7 @@ impl<const N: usize> Field for [u8; N] {
         b.put_fixed(slot, self);
     }
     #[inline(always)]
-    fn decode(obj: &Obj<'_>, off: usize, _: &Bytes) -> Self {
+    fn decode(obj: &Obj<'_>, off: usize, _: &mut Src<'_>) -> Self {
         *Self::view(obj, off)
     }
     #[inline(always)]
@@ -400,7 +520,7 @@ impl<const N: usize> ListElem for [u8; N] {
         (a, pos + N)
     }
     #[inline(always)]
-    fn decode_elem(buf: &[u8], _: &Bytes, pos: usize) -> (Self, usize) {
+    fn decode_elem(buf: &[u8], _: &mut Src<'_>, pos: usize) -> (Self, usize) {
         let (a, next) = Self::elem_at(buf, pos);
         (*a, next)
     }
@@ -434,13 +554,13 @@ fn check_utf8(b: &[u8], at: usize) -> Result<(), DecodeError> {
 }
 
 #[inline(always)]
-fn slice_src(src: &Bytes, buf: &[u8], at: usize, len: usize) -> Bytes {
-    // `buf` is `src` trimmed to the header's size, so the range is inside
-    // `src`; check anyway rather than let `Bytes::slice` panic.
-    if at + len <= buf.len() && at + len <= src.len() {
-        src.slice(at..at + len)
-    } else {
-        Bytes::new()
+fn decode_slice(obj: &Obj<'_>, off: usize, src: &mut Src<'_>) -> Bytes {
+    match obj.bytes_range(off) {
+        Some((at, len)) => src.slice(obj.buf, at, len),
+        None => {
+            src.skip();
+            Bytes::new()
+        }
     }
 }
 
@@ -461,12 +581,14 @@ impl Field for Bytes {
     fn validate(obj: &Obj<'_>, off: usize, _: &mut Validator) -> Result<(), DecodeError> {
         validate_bytes(obj, off, false).map(drop)
     }
+    const SLICES: bool = true;
     #[inline(always)]
-    fn decode(obj: &Obj<'_>, off: usize, src: &Bytes) -> Self {
-        match obj.bytes_range(off) {
-            Some((at, len)) => slice_src(src, obj.buf, at, len),
-            None => Bytes::new(),
-        }
+    fn decode(obj: &Obj<'_>, off: usize, src: &mut Src<'_>) -> Self {
+        decode_slice(obj, off, src)
+    }
+    #[inline(always)]
+    fn adopt(&mut self, a: &mut Adopt) -> bool {
+        a.offer().map(|b| *self = b).is_some()
     }
     #[inline(always)]
     fn view<'a>(obj: &Obj<'a>, off: usize) -> &'a [u8] {
@@ -492,7 +614,7 @@ impl Field for String {
         validate_bytes(obj, off, true).map(drop)
     }
     #[inline(always)]
-    fn decode(obj: &Obj<'_>, off: usize, _: &Bytes) -> Self {
+    fn decode(obj: &Obj<'_>, off: usize, _: &mut Src<'_>) -> Self {
         Self::view(obj, off).to_owned()
     }
     #[inline(always)]
@@ -518,12 +640,14 @@ impl Field for Text {
     fn validate(obj: &Obj<'_>, off: usize, _: &mut Validator) -> Result<(), DecodeError> {
         validate_bytes(obj, off, true).map(drop)
     }
+    const SLICES: bool = true;
     #[inline(always)]
-    fn decode(obj: &Obj<'_>, off: usize, src: &Bytes) -> Self {
-        match obj.bytes_range(off) {
-            Some((at, len)) => Text::from_utf8(slice_src(src, obj.buf, at, len)).unwrap_or_default(),
-            None => Text::default(),
-        }
+    fn decode(obj: &Obj<'_>, off: usize, src: &mut Src<'_>) -> Self {
+        Text::validated(decode_slice(obj, off, src))
+    }
+    #[inline(always)]
+    fn adopt(&mut self, a: &mut Adopt) -> bool {
+        a.offer().map(|b| *self = Text::validated(b)).is_some()
     }
     #[inline(always)]
     fn view<'a>(obj: &Obj<'a>, off: usize) -> &'a str {
@@ -570,9 +694,14 @@ impl<T: Field> Field for Option<T> {
             Ok(())
         }
     }
+    const SLICES: bool = T::SLICES;
     #[inline(always)]
-    fn decode(obj: &Obj<'_>, off: usize, src: &Bytes) -> Self {
+    fn decode(obj: &Obj<'_>, off: usize, src: &mut Src<'_>) -> Self {
         present::<T>(obj, off).then(|| T::decode(obj, off, src))
+    }
+    #[inline(always)]
+    fn adopt(&mut self, a: &mut Adopt) -> bool {
+        self.as_mut().is_some_and(|v| v.adopt(a))
     }
     #[inline(always)]
     fn view<'a>(obj: &Obj<'a>, off: usize) -> Self::View<'a> {
@@ -619,9 +748,16 @@ impl<M: Message> Field for M {
             None => Ok(()),
         }
     }
+    // Conservatively true: a per-type answer would be a cycle for
+    // recursive types. `adopt` stops at the first hit anyway.
+    const SLICES: bool = true;
     #[inline(always)]
-    fn decode(obj: &Obj<'_>, off: usize, src: &Bytes) -> Self {
+    fn decode(obj: &Obj<'_>, off: usize, src: &mut Src<'_>) -> Self {
         M::decode_fields(&obj.child(off, M::LAYOUT), src)
+    }
+    #[inline(always)]
+    fn adopt(&mut self, a: &mut Adopt) -> bool {
+        self.adopt_fields(a)
     }
     #[inline(always)]
     fn view<'a>(obj: &Obj<'a>, off: usize) -> M::View<'a> {
@@ -676,8 +812,15 @@ pub trait ListElem: Sized {
     }
     /// The element at `pos` and the position of the next one.
     fn elem_at<'a>(buf: &'a [u8], pos: usize) -> (Self::ElemView<'a>, usize);
+    /// Whether elements hold slices of the input.
+    const ELEM_SLICES: bool = false;
     /// The owned element at `pos` and the position of the next one.
-    fn decode_elem(buf: &[u8], src: &Bytes, pos: usize) -> (Self, usize);
+    fn decode_elem(buf: &[u8], src: &mut Src<'_>, pos: usize) -> (Self, usize);
+    /// Second decoding pass for one element (see [`Adopt`]).
+    #[inline(always)]
+    fn adopt_elem(&mut self, _a: &mut Adopt) -> bool {
+        false
+    }
 }
 
 fn validate_var_elems(
@@ -705,7 +848,9 @@ fn var_elem_at(buf: &[u8], pos: usize) -> (&[u8], usize) {
 }
 
 macro_rules! var_elem {
-    ($t:ty, $utf8:expr, $view:ty, |$d:ident| $to_view:expr, |$src:ident, $buf:ident, $at:ident, $len:ident| $decode:expr) => {
+    ($t:ty, $utf8:expr, $slices:expr, $view:ty, |$d:ident| $to_view:expr,
+     |$src:ident, $buf:ident, $at:ident, $len:ident| $decode:expr,
+     |$me:ident, $a:ident| $adopt:expr) => {
         impl ListElem for $t {
             const STRIDE: usize = 4;
             const VARIABLE: bool = true;
@@ -729,22 +874,35 @@ macro_rules! var_elem {
                 let ($d, next) = var_elem_at(buf, pos);
                 ($to_view, next)
             }
+            const ELEM_SLICES: bool = $slices;
             #[inline(always)]
-            fn decode_elem($buf: &[u8], $src: &Bytes, pos: usize) -> (Self, usize) {
+            fn decode_elem($buf: &[u8], $src: &mut Src<'_>, pos: usize) -> (Self, usize) {
                 let (d, next) = var_elem_at($buf, pos);
                 let $at = pos + 4;
                 let $len = d.len();
                 ($decode, next)
             }
+            #[inline(always)]
+            fn adopt_elem(&mut self, a: &mut Adopt) -> bool {
+                let ($me, $a) = (self, a);
+                $adopt
+            }
         }
     };
 }
-var_elem!(Bytes, false, &'a [u8], |d| d, |src, buf, at, len| slice_src(
-    src, buf, at, len
-));
+var_elem!(
+    Bytes,
+    false,
+    true,
+    &'a [u8],
+    |d| d,
+    |src, buf, at, len| src.slice(buf, at, len),
+    |me, a| a.offer().map(|b| *me = b).is_some()
+);
 var_elem!(
     String,
     true,
+    false,
     &'a str,
     |d| std::str::from_utf8(d).unwrap_or(""),
     |src, buf, at, len| {
@@ -752,14 +910,20 @@ var_elem!(
         std::str::from_utf8(buf.get(at..at + len).unwrap_or(&[]))
             .unwrap_or("")
             .to_owned()
+    },
+    |me, a| {
+        let _ = (me, a);
+        false
     }
 );
 var_elem!(
     Text,
     true,
+    true,
     &'a str,
     |d| std::str::from_utf8(d).unwrap_or(""),
-    |src, buf, at, len| Text::from_utf8(slice_src(src, buf, at, len)).unwrap_or_default()
+    |src, buf, at, len| Text::validated(src.slice(buf, at, len)),
+    |me, a| a.offer().map(|b| *me = Text::validated(b)).is_some()
 );
 
 impl<M: Message> ListElem for M {
@@ -801,13 +965,18 @@ impl<M: Message> ListElem for M {
         };
         (M::view_fields(obj), pos + 4)
     }
+    const ELEM_SLICES: bool = true;
     #[inline(always)]
-    fn decode_elem(buf: &[u8], src: &Bytes, pos: usize) -> (Self, usize) {
+    fn decode_elem(buf: &[u8], src: &mut Src<'_>, pos: usize) -> (Self, usize) {
         let obj = match object_slot(buf, pos) {
             Ok(Some(t)) => Obj::trusted(buf, t, M::LAYOUT),
             _ => Obj::empty(buf),
         };
         (M::decode_fields(&obj, src), pos + 4)
+    }
+    #[inline(always)]
+    fn adopt_elem(&mut self, a: &mut Adopt) -> bool {
+        self.adopt_fields(a)
     }
 }
 
@@ -839,7 +1008,12 @@ impl<T: ListElem> Field for Vec<T> {
         cx.charge(count.saturating_mul(T::STRIDE), slot)?;
         T::validate_elems(obj.buf, start, count, cx)
     }
-    fn decode(obj: &Obj<'_>, off: usize, src: &Bytes) -> Self {
+    const SLICES: bool = T::ELEM_SLICES;
+    #[inline]
+    fn adopt(&mut self, a: &mut Adopt) -> bool {
+        T::ELEM_SLICES && self.iter_mut().any(|e| e.adopt_elem(a))
+    }
+    fn decode(obj: &Obj<'_>, off: usize, src: &mut Src<'_>) -> Self {
         let (start, count) = obj.list(off, T::STRIDE);
         // `count * STRIDE` bytes were checked to be in the message, so this
         // allocation is bounded by the message size.

@@ -70,6 +70,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+#![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 #[doc(hidden)]
@@ -80,7 +81,7 @@ pub mod wire;
 
 pub use codegen::{ListIter, ListView, MAX_DEPTH};
 pub use error::{DecodeError, DecodeErrorKind, EncodeError};
-pub use message::{Message, Text};
+pub use message::{Message, Owned, Text};
 pub use zap_derive::Message;
 
 // Lets the derive's generated `::zap::` paths resolve inside this crate's

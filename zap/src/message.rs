@@ -2,11 +2,12 @@
 //! zero-copy text type.
 
 use std::fmt;
+use std::marker::PhantomData;
 use std::ops::Deref;
 
 use bytes::Bytes;
 
-use crate::codegen::{self, Layout, Obj, Validator};
+use crate::codegen::{self, Adopt, Layout, Obj, Src, Validator};
 use crate::error::{DecodeError, EncodeError};
 use crate::wire::{Builder, ObjectRef};
 
@@ -32,7 +33,9 @@ pub trait Message: Sized {
     #[doc(hidden)]
     fn validate_fields(obj: &Obj<'_>, cx: &mut Validator) -> Result<(), DecodeError>;
     #[doc(hidden)]
-    fn decode_fields(obj: &Obj<'_>, src: &Bytes) -> Self;
+    fn decode_fields(obj: &Obj<'_>, src: &mut Src<'_>) -> Self;
+    #[doc(hidden)]
+    fn adopt_fields(&mut self, a: &mut Adopt) -> bool;
     #[doc(hidden)]
     fn view_fields(obj: Obj<'_>) -> Self::View<'_>;
     #[doc(hidden)]
@@ -66,8 +69,7 @@ pub trait Message: Sized {
 
     /// Validates `buf` and decodes it; `Bytes`/`Text` fields share `buf`.
     fn decode(buf: Bytes) -> Result<Self, DecodeError> {
-        let obj = codegen::validate_root::<Self>(&buf)?;
-        Ok(Self::decode_fields(&obj, &buf))
+        codegen::decode(buf)
     }
 
     /// Validates `buf` and returns a view that reads fields in place.
@@ -78,6 +80,105 @@ pub trait Message: Sized {
     /// Checks that `buf` is a valid message of this type.
     fn validate(buf: &[u8]) -> Result<(), DecodeError> {
         codegen::validate_root::<Self>(buf).map(drop)
+    }
+}
+
+/// A validated message that keeps its buffer and reads fields in place.
+///
+/// This is the zero-copy owned form: `'static + Send + Sync`, so it crosses
+/// `.await` points and threads, and costs one validation pass to make
+/// (no field is copied, no allocation). [`view`](Owned::view) gives the
+/// typed accessors; [`slice`](Owned::slice) turns a borrowed `bytes` field
+/// into a `Bytes` sharing the buffer. [`to_message`](Owned::to_message)
+/// builds the derived struct when owned fields are more convenient.
+///
+/// ```
+/// # use bytes::Bytes;
+/// # use zap::{Message, Owned};
+/// #[derive(zap::Message)]
+/// struct Ping { seq: u64, payload: Bytes }
+///
+/// let bytes = Ping { seq: 1, payload: Bytes::from_static(b"hi") }.to_bytes()?;
+/// let ping = Owned::<Ping>::decode(bytes)?;
+/// assert_eq!(ping.view().seq(), 1);
+/// let payload: Bytes = ping.slice(ping.view().payload());
+/// assert_eq!(payload, "hi");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct Owned<M> {
+    buf: Bytes,
+    size: usize,
+    root: (usize, usize),
+    _m: PhantomData<fn() -> M>,
+}
+
+impl<M: Message> Owned<M> {
+    /// Validates `buf` as an `M` (header and everything `M` reaches).
+    #[inline]
+    pub fn decode(buf: Bytes) -> Result<Self, DecodeError> {
+        let obj = codegen::validate_root::<M>(&buf)?;
+        let (size, root) = (obj.buf().len(), obj.parts());
+        Ok(Owned {
+            buf,
+            size,
+            root,
+            _m: PhantomData,
+        })
+    }
+
+    /// The typed view; O(1), reads nothing until an accessor is called.
+    #[inline]
+    pub fn view(&self) -> M::View<'_> {
+        let buf = self.buf.get(..self.size).unwrap_or(&[]);
+        M::view_fields(Obj::from_parts(buf, self.root))
+    }
+
+    /// A `bytes`/`text` value read from [`view`](Owned::view) as a `Bytes`
+    /// that shares this message's buffer (no copy).
+    ///
+    /// # Panics
+    /// If `part` is not inside this message's buffer (as `Bytes::slice_ref`).
+    pub fn slice(&self, part: &[u8]) -> Bytes {
+        if part.is_empty() {
+            return Bytes::new();
+        }
+        self.buf.slice_ref(part)
+    }
+
+    /// Decodes into the derived struct; `Bytes`/`Text` fields share the
+    /// buffer.
+    pub fn to_message(&self) -> M {
+        codegen::decode_trusted(&self.buf, self.size, self.root)
+    }
+
+    /// The whole message, as received.
+    pub fn as_bytes(&self) -> &Bytes {
+        &self.buf
+    }
+
+    /// Gives the buffer back.
+    pub fn into_bytes(self) -> Bytes {
+        self.buf
+    }
+}
+
+impl<M> Clone for Owned<M> {
+    fn clone(&self) -> Self {
+        Owned {
+            buf: self.buf.clone(),
+            size: self.size,
+            root: self.root,
+            _m: PhantomData,
+        }
+    }
+}
+
+impl<M: Message> fmt::Debug for Owned<M>
+where
+    for<'a> M::View<'a>: fmt::Debug,
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.view(), f)
     }
 }
 
@@ -98,6 +199,12 @@ impl Text {
     pub fn from_utf8(b: Bytes) -> Result<Self, std::str::Utf8Error> {
         std::str::from_utf8(&b)?;
         Ok(Text(b))
+    }
+
+    /// Text from bytes validation already checked. A wrong caller gets
+    /// `""` from `as_str`, never undefined behaviour.
+    pub(crate) fn validated(b: Bytes) -> Self {
+        Text(b)
     }
 
     /// The text. (UTF-8 was checked on construction; this checks again
