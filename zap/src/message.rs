@@ -64,7 +64,7 @@ pub trait Message: Sized {
     fn to_bytes(&self) -> Result<Bytes, EncodeError> {
         let mut b = Builder::with_capacity(16 + self.encoded_len_hint());
         let root = self.write(&mut b);
-        b.take(root).map(Bytes::from)
+        b.into_vec(root).map(Bytes::from)
     }
 
     /// Validates `buf` and decodes it; `Bytes`/`Text` fields share `buf`.

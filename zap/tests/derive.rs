@@ -448,3 +448,32 @@ fn builder_is_reused_across_messages() {
     assert_eq!(PointV1::decode(Bytes::from(small)).unwrap(), p);
     assert_eq!(k.encode(&mut b).unwrap(), &first[..]);
 }
+
+#[test]
+fn owned_messages_read_in_place_and_slice_without_copy() {
+    use zap::Owned;
+    let k = kitchen();
+    let bytes = k.to_bytes().unwrap();
+    let owned = Owned::<Kitchen>::decode(bytes.clone()).unwrap();
+    let v = owned.view();
+    assert_eq!(v.u64_(), k.u64_);
+    assert_eq!(v.inner().data(), b"inner");
+    let body = owned.slice(v.body());
+    assert_eq!(body, k.body);
+    assert!(within(&bytes, &body), "slice copied");
+    assert!(owned.slice(&[]).is_empty());
+    // The struct built from an Owned shares the buffer too.
+    let s = owned.to_message();
+    assert_eq!(s, k);
+    assert!(within(&bytes, &s.body));
+    assert!(within(&bytes, &s.inner.data));
+    // Owned is 'static + Send + Sync and clones cheaply.
+    fn assert_send_sync<T: Send + Sync + 'static>(_: &T) {}
+    assert_send_sync(&owned);
+    let again = owned.clone();
+    assert_eq!(again.view().name(), "héllo");
+    assert!(format!("{again:?}").contains("KitchenView"));
+    assert_eq!(again.into_bytes(), bytes);
+    // Invalid input is an error, not a panic.
+    assert!(Owned::<Kitchen>::decode(Bytes::from_static(b"ZAP\0")).is_err());
+}

@@ -141,13 +141,10 @@ impl Builder {
         Ok(&self.buf)
     }
 
-    /// The finished message as an owned buffer, leaving this builder empty
-    /// (and without its allocation).
-    pub fn take(&mut self, root: ObjectRef) -> Result<Vec<u8>, EncodeError> {
+    /// The finished message as an owned buffer.
+    pub fn into_vec(mut self, root: ObjectRef) -> Result<Vec<u8>, EncodeError> {
         self.finish(root)?;
-        let out = std::mem::take(&mut self.buf);
-        self.buf.resize(HEADER_LEN, 0);
-        Ok(out)
+        Ok(self.buf)
     }
 
     #[inline(always)]
