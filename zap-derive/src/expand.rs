@@ -27,6 +27,33 @@ pub(crate) fn message(m: &Message<'_>) -> TokenStream {
         })
         .collect();
 
+    // Every use of a field's type is spanned at that type, so a type that
+    // is not a `Field` gets its errors there (deduplicated), not at the
+    // derive.
+    let path = |method: &str| -> Vec<TokenStream> {
+        let method = format_ident!("{}", method);
+        m.fields
+            .iter()
+            .map(|f| {
+                let ty = f.ty;
+                quote_spanned!(ty.span()=> <#ty as ::zap::codegen::Field>::#method)
+            })
+            .collect()
+    };
+    let (write_fixed, write_tail, write_child) =
+        (path("write_fixed"), path("write_tail"), path("write_child"));
+    let (validate, decode, adopt) = (path("validate"), path("decode"), path("adopt"));
+    let (view_fn, extra_len) = (path("view"), path("extra_len"));
+    let slices = path("SLICES");
+    let view_ty: Vec<TokenStream> = m
+        .fields
+        .iter()
+        .map(|f| {
+            let ty = f.ty;
+            quote_spanned!(ty.span()=> <#ty as ::zap::codegen::Field>::View<'a>)
+        })
+        .collect();
+
     let mut consts = TokenStream::new();
     let fixed;
     if m.explicit {
@@ -45,7 +72,8 @@ pub(crate) fn message(m: &Message<'_>) -> TokenStream {
                     "zap: fields `{}` and `{}` overlap",
                     m.fields[i].ident, m.fields[j].ident
                 );
-                consts.extend(quote!(
+                let span = m.fields[j].ident.span();
+                consts.extend(quote_spanned!(span=>
                     const _: () = ::core::assert!(
                         #oi + #ti::WIDTH <= #oj || #oj + #tj::WIDTH <= #oi,
                         #msg
@@ -94,9 +122,9 @@ pub(crate) fn message(m: &Message<'_>) -> TokenStream {
 
                 #[inline]
                 fn write_fields(&self, b: &mut #rt::Builder, start: usize) {
-                    #( #field_trait::write_fixed(&self.#idents, b, start + #offs); )*
-                    #( #field_trait::write_tail(&self.#idents, b, start + #offs); )*
-                    #( #field_trait::write_child(&self.#idents, b, start + #offs); )*
+                    #( #write_fixed(&self.#idents, b, start + #offs); )*
+                    #( #write_tail(&self.#idents, b, start + #offs); )*
+                    #( #write_child(&self.#idents, b, start + #offs); )*
                 }
 
                 #[inline]
@@ -104,18 +132,18 @@ pub(crate) fn message(m: &Message<'_>) -> TokenStream {
                     obj: &#rt::Obj<'_>,
                     cx: &mut #rt::Validator,
                 ) -> ::core::result::Result<(), #rt::DecodeError> {
-                    #( #field_trait::validate(obj, #offs, cx).map_err(#rt::in_field(#paths))?; )*
+                    #( #validate(obj, #offs, cx).map_err(#rt::in_field(#paths))?; )*
                     ::core::result::Result::Ok(())
                 }
 
                 #[inline]
                 fn decode_fields(obj: &#rt::Obj<'_>, src: &mut #rt::Src<'_>) -> Self {
-                    Self { #( #idents: #field_trait::decode(obj, #offs, src), )* }
+                    Self { #( #idents: #decode(obj, #offs, src), )* }
                 }
 
                 #[inline]
                 fn adopt_fields(&mut self, a: &mut #rt::Adopt) -> bool {
-                    #( if #field_trait::SLICES && #field_trait::adopt(&mut self.#idents, a) {
+                    #( if #slices && #adopt(&mut self.#idents, a) {
                         return true;
                     } )*
                     false
@@ -128,7 +156,7 @@ pub(crate) fn message(m: &Message<'_>) -> TokenStream {
 
                 #[inline]
                 fn extra_len(&self) -> usize {
-                    0usize #( + #field_trait::extra_len(&self.#idents) )*
+                    0usize #( + #extra_len(&self.#idents) )*
                 }
             }
 
@@ -137,8 +165,8 @@ pub(crate) fn message(m: &Message<'_>) -> TokenStream {
                 #(
                     #[doc = #accessor_docs]
                     #[inline]
-                    pub fn #idents(&self) -> #field_trait::View<'a> {
-                        #field_trait::view(&self.obj, #offs)
+                    pub fn #idents(&self) -> #view_ty {
+                        #view_fn(&self.obj, #offs)
                     }
                 )*
             }
@@ -147,10 +175,12 @@ pub(crate) fn message(m: &Message<'_>) -> TokenStream {
             impl ::core::fmt::Debug for #view<'_> {
                 fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
                     f.debug_struct(::core::stringify!(#view))
-                        #( .field(#names, &self.#idents()) )*
+                        #( .field(#names, &#view_fn(&self.obj, #offs)) )*
                         .finish()
                 }
             }
+
+            ::zap::__message_impls!(#name, #view);
         };
     }
 }

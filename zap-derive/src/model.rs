@@ -22,6 +22,8 @@ pub(crate) struct Field<'a> {
     pub(crate) ident: &'a syn::Ident,
     pub(crate) ty: &'a syn::Type,
     pub(crate) offset: Option<usize>,
+    /// A `#[zap]` attribute was present but wrong (already reported).
+    pub(crate) bad_attr: bool,
 }
 
 impl<'a> Message<'a> {
@@ -61,7 +63,7 @@ impl<'a> Message<'a> {
         let with_offset = fields.iter().filter(|f| f.offset.is_some()).count();
         let explicit = with_offset > 0;
         if explicit && with_offset != fields.len() {
-            for f in fields.iter().filter(|f| f.offset.is_none()) {
+            for f in fields.iter().filter(|f| f.offset.is_none() && !f.bad_attr) {
                 cx.error_spanned_by(
                     f.ident,
                     "missing #[zap(offset = N)]: when one field has an explicit offset, all must",
@@ -81,6 +83,7 @@ impl<'a> Field<'a> {
     fn parse(cx: &mut Ctxt, f: &'a syn::Field) -> Option<Self> {
         let ident = f.ident.as_ref()?;
         let mut offset = None;
+        let mut bad_attr = false;
         for attr in f.attrs.iter().filter(|a| a.path().is_ident("zap")) {
             let res = attr.parse_nested_meta(|meta| {
                 if meta.path.is_ident("offset") {
@@ -95,6 +98,7 @@ impl<'a> Field<'a> {
                 }
             });
             if let Err(e) = res {
+                bad_attr = true;
                 cx.syn_error(e);
             }
         }
@@ -103,6 +107,7 @@ impl<'a> Field<'a> {
             ident,
             ty: &f.ty,
             offset,
+            bad_attr,
         })
     }
 }

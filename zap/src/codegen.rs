@@ -722,47 +722,133 @@ fn present<T: Field>(obj: &Obj<'_>, off: usize) -> bool {
     }
 }
 
-/// Nested messages: an `i32 rel` to the child object; null reads as a
-/// message with every field at its default.
-impl<M: Message> Field for M {
-    const WIDTH: usize = 4;
-    const ALIGN: usize = 4;
-    const NULLABLE: bool = true;
-    type View<'a> = M::View<'a>;
-    #[inline(always)]
-    fn write_child(&self, b: &mut Builder, slot: usize) {
-        let child = write_object(self, b);
-        b.put_object(slot, child);
+// Nested messages: an `i32 rel` to the child object; a null pointer reads
+// as a message with every field at its default. The derive implements
+// `Field` and `ListElem` for each message through `__message_impls!`, which
+// calls these (a blanket impl over `Message` would work too, but makes
+// rustc explain every unsupported field type through `Message`).
+
+/// `Field::write_child` of a message.
+#[inline(always)]
+pub fn msg_write_child<M: Message>(m: &M, b: &mut Builder, slot: usize) {
+    let child = write_object(m, b);
+    b.put_object(slot, child);
+}
+
+/// `Field::validate` of a message.
+pub fn msg_validate<M: Message>(
+    obj: &Obj<'_>,
+    off: usize,
+    cx: &mut Validator,
+) -> Result<(), DecodeError> {
+    if !obj.has(off, 4) {
+        return Ok(());
     }
-    #[inline(always)]
-    fn extra_len(&self) -> usize {
-        self.encoded_len_hint()
+    match object_slot(obj.buf, obj.start + off)? {
+        Some(target) => validate_child::<M>(obj.buf, target, cx),
+        None => Ok(()),
     }
-    fn validate(obj: &Obj<'_>, off: usize, cx: &mut Validator) -> Result<(), DecodeError> {
-        if !obj.has(off, 4) {
-            return Ok(());
+}
+
+/// `Field::decode` of a message.
+#[inline(always)]
+pub fn msg_decode<M: Message>(obj: &Obj<'_>, off: usize, src: &mut Src<'_>) -> M {
+    M::decode_fields(&obj.child(off, M::LAYOUT), src)
+}
+
+/// `Field::view` of a message.
+#[inline(always)]
+pub fn msg_view<'a, M: Message>(obj: &Obj<'a>, off: usize) -> M::View<'a> {
+    M::view_fields(obj.child(off, M::LAYOUT))
+}
+
+/// Implements `Field` and `ListElem` for a derived message.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __message_impls {
+    ($name:ident, $view:ident) => {
+        #[automatically_derived]
+        impl $crate::codegen::Field for $name {
+            const WIDTH: usize = 4;
+            const ALIGN: usize = 4;
+            const NULLABLE: bool = true;
+            // Conservatively true: a per-type answer would be a cycle for
+            // recursive types. `adopt` stops at the first hit anyway.
+            const SLICES: bool = true;
+            type View<'a> = $view<'a>;
+            #[inline(always)]
+            fn write_child(&self, b: &mut $crate::codegen::Builder, slot: usize) {
+                $crate::codegen::msg_write_child(self, b, slot)
+            }
+            #[inline(always)]
+            fn extra_len(&self) -> usize {
+                $crate::Message::encoded_len_hint(self)
+            }
+            fn validate(
+                obj: &$crate::codegen::Obj<'_>,
+                off: usize,
+                cx: &mut $crate::codegen::Validator,
+            ) -> ::core::result::Result<(), $crate::DecodeError> {
+                $crate::codegen::msg_validate::<Self>(obj, off, cx)
+            }
+            #[inline(always)]
+            fn decode(
+                obj: &$crate::codegen::Obj<'_>,
+                off: usize,
+                src: &mut $crate::codegen::Src<'_>,
+            ) -> Self {
+                $crate::codegen::msg_decode(obj, off, src)
+            }
+            #[inline(always)]
+            fn adopt(&mut self, a: &mut $crate::codegen::Adopt) -> bool {
+                $crate::Message::adopt_fields(self, a)
+            }
+            #[inline(always)]
+            fn view<'a>(obj: &$crate::codegen::Obj<'a>, off: usize) -> $view<'a> {
+                $crate::codegen::msg_view::<Self>(obj, off)
+            }
         }
-        let slot = obj.start + off;
-        match object_slot(obj.buf, slot)? {
-            Some(target) => validate_child::<M>(obj.buf, target, cx),
-            None => Ok(()),
+
+        #[automatically_derived]
+        impl $crate::codegen::ListElem for $name {
+            const STRIDE: usize = 4;
+            const ELEM_SLICES: bool = true;
+            type ElemView<'a> = $view<'a>;
+            fn write_list(
+                items: &[Self],
+                b: &mut $crate::codegen::Builder,
+            ) -> $crate::codegen::ListRef {
+                $crate::codegen::msg_write_list(items, b)
+            }
+            fn list_extra_len(items: &[Self]) -> usize {
+                $crate::codegen::msg_list_extra_len(items)
+            }
+            fn validate_elems(
+                buf: &[u8],
+                start: usize,
+                count: usize,
+                cx: &mut $crate::codegen::Validator,
+            ) -> ::core::result::Result<(), $crate::DecodeError> {
+                $crate::codegen::msg_validate_elems::<Self>(buf, start, count, cx)
+            }
+            #[inline(always)]
+            fn elem_at<'a>(buf: &'a [u8], pos: usize) -> ($view<'a>, usize) {
+                $crate::codegen::msg_elem_at::<Self>(buf, pos)
+            }
+            #[inline(always)]
+            fn decode_elem(
+                buf: &[u8],
+                src: &mut $crate::codegen::Src<'_>,
+                pos: usize,
+            ) -> (Self, usize) {
+                $crate::codegen::msg_decode_elem(buf, src, pos)
+            }
+            #[inline(always)]
+            fn adopt_elem(&mut self, a: &mut $crate::codegen::Adopt) -> bool {
+                $crate::Message::adopt_fields(self, a)
+            }
         }
-    }
-    // Conservatively true: a per-type answer would be a cycle for
-    // recursive types. `adopt` stops at the first hit anyway.
-    const SLICES: bool = true;
-    #[inline(always)]
-    fn decode(obj: &Obj<'_>, off: usize, src: &mut Src<'_>) -> Self {
-        M::decode_fields(&obj.child(off, M::LAYOUT), src)
-    }
-    #[inline(always)]
-    fn adopt(&mut self, a: &mut Adopt) -> bool {
-        self.adopt_fields(a)
-    }
-    #[inline(always)]
-    fn view<'a>(obj: &Obj<'a>, off: usize) -> M::View<'a> {
-        M::view_fields(obj.child(off, M::LAYOUT))
-    }
+    };
 }
 
 fn validate_child<M: Message>(
@@ -926,58 +1012,58 @@ var_elem!(
     |me, a| a.offer().map(|b| *me = Text::validated(b)).is_some()
 );
 
-impl<M: Message> ListElem for M {
-    const STRIDE: usize = 4;
-    type ElemView<'a> = M::View<'a>;
-    fn write_list(items: &[Self], b: &mut Builder) -> ListRef {
-        let mut list = b.ptr_list(items.len());
-        for (i, item) in items.iter().enumerate() {
-            let obj = write_object(item, list.builder());
-            list.set(i, obj);
+/// `ListElem::write_list` of a message: a pointer list.
+pub fn msg_write_list<M: Message>(items: &[M], b: &mut Builder) -> ListRef {
+    let mut list = b.ptr_list(items.len());
+    for (i, item) in items.iter().enumerate() {
+        let obj = write_object(item, list.builder());
+        list.set(i, obj);
+    }
+    list.finish()
+}
+
+/// `ListElem::list_extra_len` of a message.
+pub fn msg_list_extra_len<M: Message>(items: &[M]) -> usize {
+    items
+        .iter()
+        .map(|i| 4 + i.encoded_len_hint())
+        .sum::<usize>()
+        + 8
+}
+
+/// `ListElem::validate_elems` of a message.
+pub fn msg_validate_elems<M: Message>(
+    buf: &[u8],
+    start: usize,
+    count: usize,
+    cx: &mut Validator,
+) -> Result<(), DecodeError> {
+    for i in 0..count {
+        if let Some(target) = object_slot(buf, start + 4 * i)? {
+            validate_child::<M>(buf, target, cx)?;
         }
-        list.finish()
     }
-    fn list_extra_len(items: &[Self]) -> usize {
-        items
-            .iter()
-            .map(|i| 4 + i.encoded_len_hint())
-            .sum::<usize>()
-            + 8
+    Ok(())
+}
+
+#[inline(always)]
+fn ptr_elem<'a>(buf: &'a [u8], pos: usize, layout: Layout) -> Obj<'a> {
+    match object_slot(buf, pos) {
+        Ok(Some(t)) => Obj::trusted(buf, t, layout),
+        _ => Obj::empty(buf),
     }
-    fn validate_elems(
-        buf: &[u8],
-        start: usize,
-        count: usize,
-        cx: &mut Validator,
-    ) -> Result<(), DecodeError> {
-        for i in 0..count {
-            if let Some(target) = object_slot(buf, start + 4 * i)? {
-                validate_child::<M>(buf, target, cx)?;
-            }
-        }
-        Ok(())
-    }
-    #[inline(always)]
-    fn elem_at<'a>(buf: &'a [u8], pos: usize) -> (M::View<'a>, usize) {
-        let obj = match object_slot(buf, pos) {
-            Ok(Some(t)) => Obj::trusted(buf, t, M::LAYOUT),
-            _ => Obj::empty(buf),
-        };
-        (M::view_fields(obj), pos + 4)
-    }
-    const ELEM_SLICES: bool = true;
-    #[inline(always)]
-    fn decode_elem(buf: &[u8], src: &mut Src<'_>, pos: usize) -> (Self, usize) {
-        let obj = match object_slot(buf, pos) {
-            Ok(Some(t)) => Obj::trusted(buf, t, M::LAYOUT),
-            _ => Obj::empty(buf),
-        };
-        (M::decode_fields(&obj, src), pos + 4)
-    }
-    #[inline(always)]
-    fn adopt_elem(&mut self, a: &mut Adopt) -> bool {
-        self.adopt_fields(a)
-    }
+}
+
+/// `ListElem::elem_at` of a message.
+#[inline(always)]
+pub fn msg_elem_at<M: Message>(buf: &[u8], pos: usize) -> (M::View<'_>, usize) {
+    (M::view_fields(ptr_elem(buf, pos, M::LAYOUT)), pos + 4)
+}
+
+/// `ListElem::decode_elem` of a message.
+#[inline(always)]
+pub fn msg_decode_elem<M: Message>(buf: &[u8], src: &mut Src<'_>, pos: usize) -> (M, usize) {
+    (M::decode_fields(&ptr_elem(buf, pos, M::LAYOUT), src), pos + 4)
 }
 
 /// `Vec<T>`: a list slot `{i32 rel, u32 count}`.
