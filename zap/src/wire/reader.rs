@@ -105,8 +105,11 @@ pub(crate) fn bytes_slot(buf: &[u8], slot: usize) -> Result<Option<(usize, usize
     }
     // Unsigned rel: payloads always follow their slot.
     let target = slot as u64 + rel as u64;
-    if target < HEADER_LEN as u64 || target + len as u64 > buf.len() as u64 {
+    if target < HEADER_LEN as u64 || target > buf.len() as u64 {
         return Err(bad_pointer(slot, Some(target)));
+    }
+    if target + len as u64 > buf.len() as u64 {
+        return Err(out_of_bounds(buf, slot, len as u64));
     }
     Ok(Some((target as usize, len)))
 }
