@@ -36,6 +36,13 @@ fn main() -> ExitCode {
         }
     }
 
+    // Corpus files (e.g. saved crashes) run verbatim first.
+    for (i, input) in extra.iter().enumerate() {
+        if panic::catch_unwind(AssertUnwindSafe(|| exercise(input))).is_err() {
+            eprintln!("zap-fuzz: corpus input {i} panics");
+            return ExitCode::FAILURE;
+        }
+    }
     let mut fuzzer = Fuzzer::new(seed, extra);
     let start = Instant::now();
     while fuzzer.runs < iterations {
@@ -44,7 +51,10 @@ fn main() -> ExitCode {
             let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/crashes");
             let path = format!("{dir}/crash-{seed}-{}.bin", fuzzer.runs);
             let saved = std::fs::create_dir_all(dir).and_then(|()| std::fs::write(&path, &input));
-            eprintln!("zap-fuzz: panic after {} inputs; input saved to {path} ({saved:?})", fuzzer.runs);
+            eprintln!(
+                "zap-fuzz: panic after {} inputs; input saved to {path} ({saved:?})",
+                fuzzer.runs
+            );
             return ExitCode::FAILURE;
         };
         fuzzer.record(input, outcome);

@@ -4,13 +4,16 @@
 //! cargo run --release -p zap-benches --bin compare -- [codec] [--json] [--quick]
 //! ```
 //!
-//! Timing: warm-up, then batches sized to take ~2 ms each (1 ms with
-//! `--quick`), the median of the per-batch ns/op over 31 batches (15 with
-//! `--quick`). `black_box` on inputs and outputs. Allocations are counted
-//! over 64 extra iterations after timing, with a counting global allocator
-//! (a `realloc` counts as one).
+//! Timing: for each case and size, every implementation is warmed up, then
+//! the implementations run in interleaved batches (zap, prost, memcpy, zap,
+//! prost, ...) so that drift on a noisy machine hits them alike. A batch is
+//! sized to take ~2 ms (1 ms with `--quick`); the median of the per-batch
+//! ns/op over 31 batches (15 with `--quick`) is reported. `black_box` on
+//! inputs and outputs. Allocations are counted over 64 extra iterations after
+//! timing, with a counting global allocator (a `realloc` counts as one).
 
 use std::hint::black_box;
+use std::io::Write;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -66,37 +69,48 @@ struct Sample {
     p90: f64,
 }
 
-fn measure(mut op: impl FnMut() -> u64, quick: bool) -> Sample {
+/// Times `op(i)` for every `i < n` in interleaved batches.
+fn measure(n: usize, mut op: impl FnMut(usize) -> u64, quick: bool) -> Vec<Sample> {
     let (warm, batch_time, batches) = if quick {
         (Duration::from_millis(20), Duration::from_millis(1), 15)
     } else {
         (Duration::from_millis(100), Duration::from_millis(2), 31)
     };
-    // Warm up and estimate the cost of one op.
-    let start = Instant::now();
-    let mut n = 0u64;
-    while start.elapsed() < warm {
-        black_box(op());
-        n += 1;
-    }
-    let per_op = start.elapsed().as_nanos() as f64 / n as f64;
-    let batch = ((batch_time.as_nanos() as f64 / per_op) as u64).max(1);
-    let mut samples: Vec<f64> = (0..batches)
-        .map(|_| {
-            let t = Instant::now();
-            for _ in 0..batch {
-                black_box(op());
+    // Warm up each and size its batch from the estimated cost of one op.
+    let sizes: Vec<u64> = (0..n)
+        .map(|i| {
+            let start = Instant::now();
+            let mut runs = 0u64;
+            while start.elapsed() < warm {
+                black_box(op(i));
+                runs += 1;
             }
-            t.elapsed().as_nanos() as f64 / batch as f64
+            let per_op = start.elapsed().as_nanos() as f64 / runs as f64;
+            ((batch_time.as_nanos() as f64 / per_op) as u64).max(1)
         })
         .collect();
-    samples.sort_by(f64::total_cmp);
-    let at = |q: f64| samples[((samples.len() - 1) as f64 * q).round() as usize];
-    Sample {
-        median: at(0.5),
-        p10: at(0.1),
-        p90: at(0.9),
+    let mut samples = vec![Vec::with_capacity(batches); n];
+    for _ in 0..batches {
+        for (i, &batch) in sizes.iter().enumerate() {
+            let t = Instant::now();
+            for _ in 0..batch {
+                black_box(op(i));
+            }
+            samples[i].push(t.elapsed().as_nanos() as f64 / batch as f64);
+        }
     }
+    samples
+        .into_iter()
+        .map(|mut s| {
+            s.sort_by(f64::total_cmp);
+            let at = |q: f64| s[((s.len() - 1) as f64 * q).round() as usize];
+            Sample {
+                median: at(0.5),
+                p10: at(0.1),
+                p90: at(0.9),
+            }
+        })
+        .collect()
 }
 
 fn allocs_per_op(mut op: impl FnMut() -> u64) -> f64 {
@@ -118,34 +132,36 @@ struct Row {
 }
 
 fn codec(opts: &Opts) {
+    let impls = [Impl::Zap, Impl::Prost, Impl::Memcpy, Impl::ZapStruct];
     let mut rows = Vec::new();
+    let mut out = std::io::stdout().lock();
     for size in SIZES {
         let mut f = Fixture::new(size);
         for case in Case::ALL {
-            for imp in Impl::ALL.into_iter().chain([Impl::ZapStruct]) {
-                let sample = measure(|| f.run(imp, case), opts.quick);
+            let samples = measure(impls.len(), |i| f.run(impls[i], case), opts.quick);
+            for (imp, sample) in impls.into_iter().zip(samples) {
                 let allocs = allocs_per_op(|| f.run(imp, case));
-                let row = Row {
+                // `zap_struct` is table-only: JSON `impl` is zap, prost or memcpy.
+                if opts.json && imp != Impl::ZapStruct {
+                    let line = serde_json::json!({
+                        "group": "codec",
+                        "case": case.name(),
+                        "size": size,
+                        "impl": imp.name(),
+                        "ns_per_op": round2(sample.median),
+                        "allocs_per_op": allocs,
+                    });
+                    if writeln!(out, "{line}").is_err() {
+                        return; // stdout closed (e.g. piped into `head`)
+                    }
+                }
+                rows.push(Row {
                     case,
                     size,
                     imp,
                     sample,
                     allocs,
-                };
-                if opts.json && imp != Impl::ZapStruct {
-                    println!(
-                        "{}",
-                        serde_json::json!({
-                            "group": "codec",
-                            "case": case.name(),
-                            "size": size,
-                            "impl": imp.name(),
-                            "ns_per_op": round2(sample.median),
-                            "allocs_per_op": allocs,
-                        })
-                    );
-                }
-                rows.push(row);
+                });
             }
         }
     }
