@@ -20,8 +20,8 @@ use std::hint::black_box;
 
 use bytes::Bytes;
 use prost::Message as _;
-use zap::{Message as _, Owned};
 use zap::wire::Builder;
+use zap::{Message as _, Owned};
 
 use crate::{Block, block, pb, pb_block};
 

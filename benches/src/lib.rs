@@ -43,7 +43,10 @@ pub fn block(size: usize) -> Block {
         parent_id: [0x5A; 32],
         height: 1_234_567,
         timestamp: 1_700_000_000_123_456_789,
-        body: (0..size).map(|i| (i * 31 + 7) as u8).collect::<Vec<u8>>().into(),
+        body: (0..size)
+            .map(|i| (i * 31 + 7) as u8)
+            .collect::<Vec<u8>>()
+            .into(),
     }
 }
 

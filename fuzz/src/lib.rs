@@ -165,11 +165,11 @@ pub fn exercise(bytes: &[u8]) -> Outcome {
         }
         Err(e) => note(Err(e), 7),
     }
-    if let Ok(msg) = Raw::parse(bytes) {
-        if let Ok(root) = msg.root() {
-            raw_paths(root);
-            note(Ok(()), 11);
-        }
+    if let Ok(msg) = Raw::parse(bytes)
+        && let Ok(root) = msg.root()
+    {
+        raw_paths(root);
+        note(Ok(()), 11);
     }
     Outcome { sig, validated }
 }
@@ -213,11 +213,18 @@ pub fn touch_all(v: AllView<'_>) -> usize {
         v.name().len(),
         v.label().len(),
         touch_inner(v.inner()),
-        v.u64s().iter().fold(0usize, |a, x| a.wrapping_add(x as usize)),
+        v.u64s()
+            .iter()
+            .fold(0usize, |a, x| a.wrapping_add(x as usize)),
         v.ids().iter().map(|x| x[0] as usize).sum(),
         v.blobs().iter().map(<[u8]>::len).sum(),
-        v.blobs().get(v.blobs().len().saturating_sub(1)).map_or(0, <[u8]>::len),
-        v.inners().iter().map(touch_inner).fold(0, usize::wrapping_add),
+        v.blobs()
+            .get(v.blobs().len().saturating_sub(1))
+            .map_or(0, <[u8]>::len),
+        v.inners()
+            .iter()
+            .map(touch_inner)
+            .fold(0, usize::wrapping_add),
         v.inners().get(1).map_or(0, touch_inner),
         v.opt_i64().unwrap_or(0) as usize,
         v.opt_bytes().map_or(0, <[u8]>::len),
@@ -236,7 +243,12 @@ fn touch_inner(v: InnerView<'_>) -> usize {
 fn touch_tree(v: TreeView<'_>) -> usize {
     (v.value() as usize)
         .wrapping_add(v.label().map_or(0, str::len))
-        .wrapping_add(v.children().iter().map(touch_tree).fold(0, usize::wrapping_add))
+        .wrapping_add(
+            v.children()
+                .iter()
+                .map(touch_tree)
+                .fold(0, usize::wrapping_add),
+        )
 }
 
 /// Valid messages of every shape the target parses, plus the golden vector.
@@ -272,7 +284,14 @@ pub fn seeds() -> Vec<Vec<u8>> {
     };
     let tree = Tree {
         value: 1,
-        children: vec![leaf(2), Tree { value: 3, children: vec![leaf(4)], label: None }],
+        children: vec![
+            leaf(2),
+            Tree {
+                value: 3,
+                children: vec![leaf(4)],
+                label: None,
+            },
+        ],
         label: None,
     };
     let golden = Golden {
@@ -334,7 +353,11 @@ impl Fuzzer {
     }
 
     fn below(&mut self, n: usize) -> usize {
-        if n == 0 { 0 } else { (self.next() % n as u64) as usize }
+        if n == 0 {
+            0
+        } else {
+            (self.next() % n as u64) as usize
+        }
     }
 
     /// Makes the next input from the corpus.
@@ -350,7 +373,18 @@ impl Fuzzer {
 
     fn mutate(&mut self, b: &mut Vec<u8>) {
         const WORDS: [u32; 12] = [
-            0, 1, 3, 4, 8, 16, 0x7FFF_FFFF, 0x8000_0000, 0xFFFF_FFFF, 0xFFFF_FFF0, 0xFFFF_FFF8, 1 << 20,
+            0,
+            1,
+            3,
+            4,
+            8,
+            16,
+            0x7FFF_FFFF,
+            0x8000_0000,
+            0xFFFF_FFFF,
+            0xFFFF_FFF0,
+            0xFFFF_FFF8,
+            1 << 20,
         ];
         if b.is_empty() {
             b.extend_from_slice(&(self.next() as u32).to_le_bytes());

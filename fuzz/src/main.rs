@@ -20,7 +20,11 @@ fn main() -> ExitCode {
             ("--seed", Some(v)) => v.parse().map(|v| seed = v).is_ok(),
             ("--corpus", Some(dir)) => match std::fs::read_dir(&dir) {
                 Ok(entries) => {
-                    extra.extend(entries.flatten().filter_map(|e| std::fs::read(e.path()).ok()));
+                    extra.extend(
+                        entries
+                            .flatten()
+                            .filter_map(|e| std::fs::read(e.path()).ok()),
+                    );
                     true
                 }
                 Err(e) => {

@@ -13,7 +13,10 @@ fn fuzz_loop_smoke_run() {
         f.step();
     }
     assert_eq!(f.runs, 50_000);
-    assert!(f.corpus_len() > seeds().len(), "no new outcome was ever reached");
+    assert!(
+        f.corpus_len() > seeds().len(),
+        "no new outcome was ever reached"
+    );
 }
 
 #[test]
@@ -21,7 +24,11 @@ fn seeds_validate() {
     // The seeds must be valid, or the fuzzer only explores header errors.
     for s in seeds() {
         let valid = All::validate(&s).is_ok() || Tree::validate(&s).is_ok();
-        assert!(valid || s.len() == 47, "seed of {} bytes is invalid", s.len());
+        assert!(
+            valid || s.len() == 47,
+            "seed of {} bytes is invalid",
+            s.len()
+        );
     }
 }
 
@@ -35,7 +42,8 @@ fn mutate(mut bytes: Vec<u8>, edits: &[(usize, u8, u8)], cut: Option<usize>) -> 
             0 => bytes[pos] = val,
             1 => bytes[pos] ^= 1 << (val % 8),
             2 => {
-                let word: u32 = [0, 1, 0x7FFF_FFFF, 0x8000_0000, 0xFFFF_FFFF, 16, 8][val as usize % 7];
+                let word: u32 =
+                    [0, 1, 0x7FFF_FFFF, 0x8000_0000, 0xFFFF_FFFF, 16, 8][val as usize % 7];
                 let end = (pos + 4).min(bytes.len());
                 bytes[pos..end].copy_from_slice(&word.to_le_bytes()[..end - pos]);
             }
@@ -50,8 +58,16 @@ fn mutate(mut bytes: Vec<u8>, edits: &[(usize, u8, u8)], cut: Option<usize>) -> 
 }
 
 fn inner() -> impl Strategy<Value = Inner> {
-    (any::<u32>(), proptest::collection::vec(any::<u8>(), 0..20), proptest::collection::vec(".{0,6}", 0..3))
-        .prop_map(|(id, data, tags)| Inner { id, data: data.into(), tags })
+    (
+        any::<u32>(),
+        proptest::collection::vec(any::<u8>(), 0..20),
+        proptest::collection::vec(".{0,6}", 0..3),
+    )
+        .prop_map(|(id, data, tags)| Inner {
+            id,
+            data: data.into(),
+            tags,
+        })
 }
 
 fn all() -> impl Strategy<Value = All> {

@@ -31,7 +31,10 @@ impl<'a> Message<'a> {
     pub(crate) fn parse(input: &'a syn::DeriveInput) -> Result<Self, Vec<syn::Error>> {
         let mut cx = Ctxt::default();
         for attr in input.attrs.iter().filter(|a| a.path().is_ident("zap")) {
-            cx.error_spanned_by(attr, "`#[zap(...)]` is not supported on the type; put `#[zap(offset = N)]` on fields");
+            cx.error_spanned_by(
+                attr,
+                "`#[zap(...)]` is not supported on the type; put `#[zap(offset = N)]` on fields",
+            );
         }
         if !input.generics.params.is_empty() {
             cx.error_spanned_by(&input.generics, "zap messages cannot be generic");

@@ -47,7 +47,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let wire = Bytes::copy_from_slice(block.encode(&mut builder)?);
     println!("encoded Block: {} bytes", wire.len());
     println!("  header: {}", hex(&wire[..16]));
-    println!("  root  : size word {}", u32::from_le_bytes(wire[16..20].try_into()?));
+    println!(
+        "  root  : size word {}",
+        u32::from_le_bytes(wire[16..20].try_into()?)
+    );
 
     // Read in place: validated once, then accessors cannot fail.
     let view = Block::view(&wire)?;
@@ -73,7 +76,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // Schema evolution, both ways.
     let newer = BlockV2::decode(wire.clone())?;
-    println!("v1 -> v2: proposer = {:?} (absent: default)", newer.proposer);
+    println!(
+        "v1 -> v2: proposer = {:?} (absent: default)",
+        newer.proposer
+    );
     let v2 = BlockV2 {
         proposer: Some("node-7".into()),
         ..newer

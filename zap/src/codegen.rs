@@ -466,7 +466,7 @@ macro_rules! scalar_field {
                 b.scalar_list(items)
             }
             #[inline(always)]
-            fn elem_at<'a>(buf: &'a [u8], pos: usize) -> ($t, usize) {
+            fn elem_at(buf: &[u8], pos: usize) -> ($t, usize) {
                 (<$t as Scalar>::read_le(buf.get(pos..).unwrap_or(&[])), pos + Self::STRIDE)
             }
             #[inline(always)]
@@ -492,14 +492,13 @@ impl<const N: usize> Field for [u8; N] {
     }
     #[inline(always)]
     fn view<'a>(obj: &Obj<'a>, off: usize) -> &'a [u8; N] {
-        if obj.has(off, N) {
-            if let Some(a) = obj
+        if obj.has(off, N)
+            && let Some(a) = obj
                 .buf
                 .get(obj.start + off..)
                 .and_then(|s| s.first_chunk::<N>())
-            {
-                return a;
-            }
+        {
+            return a;
         }
         const { &[0u8; N] }
     }
@@ -512,7 +511,7 @@ impl<const N: usize> ListElem for [u8; N] {
         b.fixed_list(items)
     }
     #[inline(always)]
-    fn elem_at<'a>(buf: &'a [u8], pos: usize) -> (&'a [u8; N], usize) {
+    fn elem_at(buf: &[u8], pos: usize) -> (&[u8; N], usize) {
         let a = buf
             .get(pos..)
             .and_then(|s| s.first_chunk::<N>())
@@ -537,10 +536,8 @@ fn validate_bytes(
         return Ok(None);
     }
     let r = bytes_slot(obj.buf, obj.start + off)?;
-    if utf8 {
-        if let Some((at, len)) = r {
-            check_utf8(&obj.buf[at..at + len], obj.start + off)?;
-        }
+    if utf8 && let Some((at, len)) = r {
+        check_utf8(&obj.buf[at..at + len], obj.start + off)?;
     }
     Ok(r)
 }
@@ -1063,7 +1060,10 @@ pub fn msg_elem_at<M: Message>(buf: &[u8], pos: usize) -> (M::View<'_>, usize) {
 /// `ListElem::decode_elem` of a message.
 #[inline(always)]
 pub fn msg_decode_elem<M: Message>(buf: &[u8], src: &mut Src<'_>, pos: usize) -> (M, usize) {
-    (M::decode_fields(&ptr_elem(buf, pos, M::LAYOUT), src), pos + 4)
+    (
+        M::decode_fields(&ptr_elem(buf, pos, M::LAYOUT), src),
+        pos + 4,
+    )
 }
 
 /// `Vec<T>`: a list slot `{i32 rel, u32 count}`.

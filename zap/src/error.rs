@@ -121,9 +121,7 @@ impl fmt::Display for DecodeError {
                 write!(f, "{needed} bytes do not fit in a {size}-byte message")?
             }
             DecodeErrorKind::BadObjectSize(s) => write!(f, "object size word {s} is below 4")?,
-            DecodeErrorKind::NullListWithCount(c) => {
-                write!(f, "null list pointer with count {c}")?
-            }
+            DecodeErrorKind::NullListWithCount(c) => write!(f, "null list pointer with count {c}")?,
             DecodeErrorKind::InvalidUtf8 => f.write_str("text is not valid UTF-8")?,
             DecodeErrorKind::TooDeep => write!(f, "nesting deeper than {}", crate::MAX_DEPTH)?,
             DecodeErrorKind::TraversalLimit => {

@@ -84,6 +84,11 @@ pub use error::{DecodeError, DecodeErrorKind, EncodeError};
 pub use message::{Message, Owned, Text};
 pub use zap_derive::Message;
 
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;
+
 // Lets the derive's generated `::zap::` paths resolve inside this crate's
 // own tests.
 #[allow(unused_extern_crates)]

@@ -69,7 +69,11 @@ fn kitchen() -> Kitchen {
         u32s: vec![1, 2, 3, u32::MAX],
         raw: vec![9, 8, 7],
         ids: vec![[1; 20], [2; 20]],
-        blobs: vec![Bytes::from_static(b"a"), Bytes::new(), Bytes::from_static(b"ccc")],
+        blobs: vec![
+            Bytes::from_static(b"a"),
+            Bytes::new(),
+            Bytes::from_static(b"ccc"),
+        ],
         names: vec!["x".into(), "".into(), "yz".into()],
         labels: vec![Text::from_static("l1"), Text::from_static("l2")],
         inners: vec![
@@ -422,7 +426,7 @@ fn aliased_pointers_hit_the_traversal_limit() {
     let first = list as i64 + i32::from_le_bytes(bytes[list..list + 4].try_into().unwrap()) as i64;
     let n = 2000usize;
     // Append a new pointer list at the end and point the slot at it.
-    while bytes.len() % 8 != 0 {
+    while !bytes.len().is_multiple_of(8) {
         bytes.push(0);
     }
     let new_list = bytes.len();

@@ -14,7 +14,10 @@ fn hex(name: &str) -> Vec<u8> {
         .map(|l| l.split('#').next().unwrap_or(""))
         .flat_map(|l| l.chars().filter(|c| !c.is_whitespace()))
         .collect();
-    assert!(digits.len() % 2 == 0, "{name}: odd number of hex digits");
+    assert!(
+        digits.len().is_multiple_of(2),
+        "{name}: odd number of hex digits"
+    );
     (0..digits.len())
         .step_by(2)
         .map(|i| u8::from_str_radix(&digits[i..i + 2], 16).expect("hex digit"))
@@ -29,7 +32,7 @@ fn build_golden(version: Version) -> Vec<u8> {
     root.set_text(8, "zap");
     root.set_bytes(16, &[1, 2, 3, 4]);
     let root = root.finish();
-    b.finish(root).unwrap().to_vec()
+    b.finish(root).expect("fits").to_vec()
 }
 
 #[test]
@@ -100,11 +103,17 @@ fn pointer_back_into_header_is_invalid() {
     bytes[24..28].copy_from_slice(&0xFFFF_FFF0u32.to_le_bytes());
     let msg = Raw::parse(&bytes).unwrap();
     let err = msg.root().unwrap().text(8).unwrap_err();
-    assert!(matches!(err.kind(), DecodeErrorKind::PointerOutOfBounds { .. }));
+    assert!(matches!(
+        err.kind(),
+        DecodeErrorKind::PointerOutOfBounds { .. }
+    ));
     assert_eq!(err.offset(), 24);
     let err = Golden::decode(Bytes::from(bytes)).unwrap_err();
     assert_eq!(err.field(), Some("Golden.name"));
-    assert!(matches!(err.kind(), DecodeErrorKind::PointerOutOfBounds { .. }));
+    assert!(matches!(
+        err.kind(),
+        DecodeErrorKind::PointerOutOfBounds { .. }
+    ));
 
     // A root offset inside the header is rejected too.
     let mut bytes = hex("golden_v1.hex");
@@ -158,7 +167,10 @@ fn fixed_and_nested_forward_and_backward() {
     let child = child.finish();
     root.set_object(32, child);
     let root = root.finish();
-    assert_eq!(b.finish(root).unwrap(), &hex("fixed_nested_forward.hex")[..]);
+    assert_eq!(
+        b.finish(root).unwrap(),
+        &hex("fixed_nested_forward.hex")[..]
+    );
 
     // Child before the root.
     let mut b = Builder::new();
@@ -170,7 +182,10 @@ fn fixed_and_nested_forward_and_backward() {
         .set(36, 7u32)
         .set_object(32, child);
     let root = root.finish();
-    assert_eq!(b.finish(root).unwrap(), &hex("fixed_nested_backward.hex")[..]);
+    assert_eq!(
+        b.finish(root).unwrap(),
+        &hex("fixed_nested_backward.hex")[..]
+    );
 
     for file in ["fixed_nested_forward.hex", "fixed_nested_backward.hex"] {
         let bytes = hex(file);

@@ -197,14 +197,25 @@ fn fmt_size(size: usize) -> String {
 }
 
 fn print_codec_table(rows: &[Row]) {
-    println!("codec: Block {{ id: [u8;32], parent_id: [u8;32], height: u64, timestamp: i64, body: Bytes }}");
+    println!(
+        "codec: Block {{ id: [u8;32], parent_id: [u8;32], height: u64, timestamp: i64, body: Bytes }}"
+    );
     println!("median ns/op (p10–p90 for zap); ratios are zap ÷ anchor; allocs per op");
     println!("zap decodes to zap::Owned<Block> (validated, fields read in place);");
     println!("zap_struct decodes to the derived Rust struct, as prost does\n");
     println!(
         "{:<16} {:>6} {:>24} {:>10} {:>10} {:>9} {:>9} {:>7} {:>7} {:>11} {:>8}",
-        "case", "body", "zap", "prost", "memcpy", "÷prost", "÷memcpy", "zap al", "pb al",
-        "zap_struct", "÷prost"
+        "case",
+        "body",
+        "zap",
+        "prost",
+        "memcpy",
+        "÷prost",
+        "÷memcpy",
+        "zap al",
+        "pb al",
+        "zap_struct",
+        "÷prost"
     );
     for case in Case::ALL {
         for size in SIZES {
@@ -237,7 +248,8 @@ fn print_codec_table(rows: &[Row]) {
 
     println!("\ntargets (issue #2):");
     let ratio = |case, size, anchor| {
-        find(rows, case, size, Impl::Zap).sample.median / find(rows, case, size, anchor).sample.median
+        find(rows, case, size, Impl::Zap).sample.median
+            / find(rows, case, size, anchor).sample.median
     };
     let check = |name: String, value: f64, limit: f64| {
         let verdict = if value <= limit { "met" } else { "MISSED" };

@@ -218,7 +218,8 @@ impl Builder {
         let start = self.buf.len();
         let mut count = 0;
         for item in items {
-            self.buf.extend_from_slice(&(item.len() as u32).to_le_bytes());
+            self.buf
+                .extend_from_slice(&(item.len() as u32).to_le_bytes());
             self.buf.extend_from_slice(item);
             count += 1;
         }

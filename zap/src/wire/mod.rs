@@ -178,14 +178,18 @@ impl Scalar for bool {
 /// Reads a little-endian `u32` at `pos`; `None` past the end.
 #[inline(always)]
 pub(crate) fn u32_at(buf: &[u8], pos: usize) -> Option<u32> {
-    buf.get(pos..)?.first_chunk::<4>().map(|a| u32::from_le_bytes(*a))
+    buf.get(pos..)?
+        .first_chunk::<4>()
+        .map(|a| u32::from_le_bytes(*a))
 }
 
 /// Resolves a pointer `rel` found in the slot at `slot` (absolute). `None`
 /// when the arithmetic overflows.
 #[inline(always)]
 pub(crate) fn resolve(slot: usize, rel: i64) -> Option<u64> {
-    (slot as i64).checked_add(rel).and_then(|t| u64::try_from(t).ok())
+    (slot as i64)
+        .checked_add(rel)
+        .and_then(|t| u64::try_from(t).ok())
 }
 
 #[cfg(test)]
@@ -220,7 +224,10 @@ mod tests {
         ));
         let mut b = good;
         b[3] = 1;
-        assert_eq!(Header::parse(&b).unwrap_err().kind(), &DecodeErrorKind::BadMagic);
+        assert_eq!(
+            Header::parse(&b).unwrap_err().kind(),
+            &DecodeErrorKind::BadMagic
+        );
         let mut b = good;
         b[4] = 3;
         assert_eq!(
