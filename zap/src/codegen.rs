@@ -561,96 +561,82 @@ fn decode_slice(obj: &Obj<'_>, off: usize, src: &mut Src<'_>) -> Bytes {
     }
 }
 
-impl Field for Bytes {
-    const WIDTH: usize = 8;
-    const ALIGN: usize = 4;
-    const NULLABLE: bool = true;
-    type View<'a> = &'a [u8];
-    #[inline(always)]
-    fn write_tail(&self, b: &mut Builder, slot: usize) {
-        b.put_bytes(slot, self);
-    }
-    #[inline(always)]
-    fn extra_len(&self) -> usize {
-        self.len()
-    }
-    #[inline(always)]
-    fn validate(obj: &Obj<'_>, off: usize, _: &mut Validator) -> Result<(), DecodeError> {
-        validate_bytes(obj, off, false).map(drop)
-    }
-    const SLICES: bool = true;
-    #[inline(always)]
-    fn decode(obj: &Obj<'_>, off: usize, src: &mut Src<'_>) -> Self {
-        decode_slice(obj, off, src)
-    }
-    #[inline(always)]
-    fn adopt(&mut self, a: &mut Adopt) -> bool {
-        a.offer().map(|b| *self = b).is_some()
-    }
-    #[inline(always)]
-    fn view<'a>(obj: &Obj<'a>, off: usize) -> &'a [u8] {
-        obj.bytes(off)
-    }
+/// The three `bytes`-slot kinds: `{u32 rel, u32 len}`, payload appended in
+/// phase 2. They differ in UTF-8 checking, the view, and whether decoding
+/// shares the input (`Bytes`, `Text`) or copies (`String`).
+macro_rules! bytes_field {
+    ($t:ty, utf8: $utf8:expr, view: $view:ty, |$vb:ident| $to_view:expr,
+     slices: $slices:expr, |$obj:ident, $off:ident, $src:ident| $decode:expr,
+     |$me:ident, $a:ident| $adopt:expr) => {
+        impl Field for $t {
+            const WIDTH: usize = 8;
+            const ALIGN: usize = 4;
+            const NULLABLE: bool = true;
+            const SLICES: bool = $slices;
+            type View<'a> = $view;
+            #[inline(always)]
+            fn write_tail(&self, b: &mut Builder, slot: usize) {
+                b.put_bytes(slot, AsRef::<[u8]>::as_ref(self));
+            }
+            #[inline(always)]
+            fn extra_len(&self) -> usize {
+                AsRef::<[u8]>::as_ref(self).len()
+            }
+            #[inline(always)]
+            fn validate(obj: &Obj<'_>, off: usize, _: &mut Validator) -> Result<(), DecodeError> {
+                validate_bytes(obj, off, $utf8).map(drop)
+            }
+            #[inline(always)]
+            fn decode($obj: &Obj<'_>, $off: usize, $src: &mut Src<'_>) -> Self {
+                $decode
+            }
+            #[inline(always)]
+            fn adopt(&mut self, a: &mut Adopt) -> bool {
+                let ($me, $a) = (self, a);
+                $adopt
+            }
+            #[inline(always)]
+            fn view<'a>(obj: &Obj<'a>, off: usize) -> $view {
+                let $vb = obj.bytes(off);
+                $to_view
+            }
+        }
+    };
 }
 
-impl Field for String {
-    const WIDTH: usize = 8;
-    const ALIGN: usize = 4;
-    const NULLABLE: bool = true;
-    type View<'a> = &'a str;
-    #[inline(always)]
-    fn write_tail(&self, b: &mut Builder, slot: usize) {
-        b.put_bytes(slot, self.as_bytes());
-    }
-    #[inline(always)]
-    fn extra_len(&self) -> usize {
-        self.len()
-    }
-    #[inline(always)]
-    fn validate(obj: &Obj<'_>, off: usize, _: &mut Validator) -> Result<(), DecodeError> {
-        validate_bytes(obj, off, true).map(drop)
-    }
-    #[inline(always)]
-    fn decode(obj: &Obj<'_>, off: usize, _: &mut Src<'_>) -> Self {
+bytes_field!(
+    Bytes,
+    utf8: false,
+    view: &'a [u8],
+    |b| b,
+    slices: true,
+    |obj, off, src| decode_slice(obj, off, src),
+    |me, a| a.offer().map(|b| *me = b).is_some()
+);
+bytes_field!(
+    String,
+    utf8: true,
+    view: &'a str,
+    |b| std::str::from_utf8(b).unwrap_or(""),
+    slices: false,
+    |obj, off, src| {
+        let _ = src;
         Self::view(obj, off).to_owned()
+    },
+    |me, a| {
+        let _ = (me, a);
+        false
     }
-    #[inline(always)]
-    fn view<'a>(obj: &Obj<'a>, off: usize) -> &'a str {
-        std::str::from_utf8(obj.bytes(off)).unwrap_or("")
-    }
-}
-
-impl Field for Text {
-    const WIDTH: usize = 8;
-    const ALIGN: usize = 4;
-    const NULLABLE: bool = true;
-    type View<'a> = &'a str;
-    #[inline(always)]
-    fn write_tail(&self, b: &mut Builder, slot: usize) {
-        b.put_bytes(slot, self.as_str().as_bytes());
-    }
-    #[inline(always)]
-    fn extra_len(&self) -> usize {
-        self.len()
-    }
-    #[inline(always)]
-    fn validate(obj: &Obj<'_>, off: usize, _: &mut Validator) -> Result<(), DecodeError> {
-        validate_bytes(obj, off, true).map(drop)
-    }
-    const SLICES: bool = true;
-    #[inline(always)]
-    fn decode(obj: &Obj<'_>, off: usize, src: &mut Src<'_>) -> Self {
-        Text::validated(decode_slice(obj, off, src))
-    }
-    #[inline(always)]
-    fn adopt(&mut self, a: &mut Adopt) -> bool {
-        a.offer().map(|b| *self = Text::validated(b)).is_some()
-    }
-    #[inline(always)]
-    fn view<'a>(obj: &Obj<'a>, off: usize) -> &'a str {
-        std::str::from_utf8(obj.bytes(off)).unwrap_or("")
-    }
-}
+);
+bytes_field!(
+    Text,
+    utf8: true,
+    view: &'a str,
+    |b| std::str::from_utf8(b).unwrap_or(""),
+    slices: true,
+    |obj, off, src| Text::validated(decode_slice(obj, off, src)),
+    |me, a| a.offer().map(|b| *me = Text::validated(b)).is_some()
+);
 
 /// `Option<T>`: a null pointer for pointer kinds; otherwise the value's
 /// slot followed by one presence byte (0 = `None`).
