@@ -93,6 +93,7 @@ pub(crate) fn message(m: &Message<'_>) -> TokenStream {
     let size_word = !m.explicit;
 
     let idents: Vec<_> = m.fields.iter().map(|f| f.ident).collect();
+    let field_vis: Vec<_> = m.fields.iter().map(|f| f.vis).collect();
     let paths: Vec<String> = idents
         .iter()
         .map(|i| format!("{}.{}", name, i.to_string().trim_start_matches("r#")))
@@ -165,7 +166,7 @@ pub(crate) fn message(m: &Message<'_>) -> TokenStream {
                 #(
                     #[doc = #accessor_docs]
                     #[inline]
-                    pub fn #idents(&self) -> #view_ty {
+                    #field_vis fn #idents(&self) -> #view_ty {
                         #view_fn(&self.obj, #offs)
                     }
                 )*

@@ -20,6 +20,8 @@ pub(crate) struct Message<'a> {
 /// One field of a message.
 pub(crate) struct Field<'a> {
     pub(crate) ident: &'a syn::Ident,
+    /// The view's accessor gets the field's visibility.
+    pub(crate) vis: &'a syn::Visibility,
     pub(crate) ty: &'a syn::Type,
     pub(crate) offset: Option<usize>,
     /// A `#[zap]` attribute was present but wrong (already reported).
@@ -108,6 +110,7 @@ impl<'a> Field<'a> {
         check_type(cx, &f.ty);
         Some(Field {
             ident,
+            vis: &f.vis,
             ty: &f.ty,
             offset,
             bad_attr,

@@ -212,9 +212,10 @@ pub struct Validator {
 impl Validator {
     fn new(size: usize) -> Self {
         // Like Cap'n Proto's traversal limit: aliased pointers may make a
-        // walk revisit data, but never more than 8x the message size.
+        // walk revisit data, and decoding allocates per element, but both
+        // stay within 16x the message size (plus 64 KiB for tiny messages).
         Validator {
-            budget: size.saturating_mul(8).saturating_add(4096),
+            budget: size.saturating_mul(16).saturating_add(64 << 10),
             depth: 0,
         }
     }
@@ -261,8 +262,8 @@ pub fn in_field(field: &'static str) -> impl FnOnce(DecodeError) -> DecodeError 
 #[derive(Debug)]
 pub struct Src<'a> {
     bytes: &'a Bytes,
-    seq: u32,
-    owner: Option<(u32, usize, usize)>,
+    seq: u64,
+    owner: Option<(u64, usize, usize)>,
 }
 
 impl<'a> Src<'a> {
@@ -300,8 +301,8 @@ impl<'a> Src<'a> {
 /// first and places the input buffer in the field that deferred its slice.
 #[derive(Debug)]
 pub struct Adopt {
-    seq: u32,
-    target: u32,
+    seq: u64,
+    target: u64,
     bytes: Option<Bytes>,
 }
 
@@ -531,12 +532,16 @@ fn validate_bytes(
     obj: &Obj<'_>,
     off: usize,
     utf8: bool,
+    cx: &mut Validator,
 ) -> Result<Option<(usize, usize)>, DecodeError> {
     if !obj.has(off, 8) {
         return Ok(None);
     }
     let r = bytes_slot(obj.buf, obj.start + off)?;
     if utf8 && let Some((at, len)) = r {
+        // Checking (and, for `String`, copying) costs the payload's length:
+        // charge it, or aliased text could be re-scanned without bound.
+        cx.charge(len, obj.start + off)?;
         check_utf8(&obj.buf[at..at + len], obj.start + off)?;
     }
     Ok(r)
@@ -583,8 +588,8 @@ macro_rules! bytes_field {
                 AsRef::<[u8]>::as_ref(self).len()
             }
             #[inline(always)]
-            fn validate(obj: &Obj<'_>, off: usize, _: &mut Validator) -> Result<(), DecodeError> {
-                validate_bytes(obj, off, $utf8).map(drop)
+            fn validate(obj: &Obj<'_>, off: usize, cx: &mut Validator) -> Result<(), DecodeError> {
+                validate_bytes(obj, off, $utf8, cx).map(drop)
             }
             #[inline(always)]
             fn decode($obj: &Obj<'_>, $off: usize, $src: &mut Src<'_>) -> Self {
@@ -903,6 +908,7 @@ fn validate_var_elems(
     for _ in 0..count {
         let (data, next) = var_element(buf, pos)?;
         if utf8 {
+            cx.charge(data.len(), pos)?;
             check_utf8(data, pos)?;
         }
         cx.charge(4, pos)?;
@@ -947,7 +953,7 @@ macro_rules! var_elem {
             #[inline(always)]
             fn decode_elem($buf: &[u8], $src: &mut Src<'_>, pos: usize) -> (Self, usize) {
                 let (d, next) = var_elem_at($buf, pos);
-                let $at = pos + 4;
+                let $at = pos.saturating_add(4);
                 let $len = d.len();
                 ($decode, next)
             }
@@ -1077,7 +1083,11 @@ impl<T: ListElem> Field for Vec<T> {
         }
         let slot = obj.start + off;
         let (start, count) = list_slot(obj.buf, slot, T::STRIDE)?;
-        cx.charge(count.saturating_mul(T::STRIDE), slot)?;
+        // Charge what decoding will allocate per element, not only the wire
+        // stride: a list of null pointers or empty elements is small on the
+        // wire but not in memory (and a zero stride must still cost).
+        let per_elem = T::STRIDE.max(std::mem::size_of::<T>()).max(1);
+        cx.charge(count.saturating_mul(per_elem), slot)?;
         T::validate_elems(obj.buf, start, count, cx)
     }
     const SLICES: bool = T::ELEM_SLICES;

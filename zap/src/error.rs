@@ -145,8 +145,8 @@ impl std::error::Error for DecodeError {}
 #[non_exhaustive]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum EncodeError {
-    /// The message would be larger than the format's 4 GiB - 1 limit
-    /// (sizes and offsets are 32-bit).
+    /// The message would be larger than `wire::MAX_MESSAGE` (2 GiB - 1:
+    /// object and list pointers are signed 32-bit).
     TooLarge {
         /// The size the message would have had.
         size: usize,
@@ -156,10 +156,9 @@ pub enum EncodeError {
 impl fmt::Display for EncodeError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            EncodeError::TooLarge { size } => write!(
-                f,
-                "zap message of {size} bytes exceeds the 32-bit size limit"
-            ),
+            EncodeError::TooLarge { size } => {
+                write!(f, "zap message of {size} bytes exceeds the 2 GiB - 1 limit")
+            }
         }
     }
 }

@@ -23,7 +23,7 @@
 //! type can reach, and report the first problem with its offset and field
 //! ([`DecodeError`]). After that, accessors return values, not `Result`s,
 //! and never panic or read out of bounds. Validation is bounded: nesting
-//! depth is capped at [`MAX_DEPTH`] and total work at 8× the message size,
+//! depth is capped at [`MAX_DEPTH`] and total work at 16× the message size,
 //! so aliased or cyclic pointers cannot make it loop or blow up.
 //!
 //! ## Schema evolution

@@ -134,15 +134,20 @@ impl<M: Message> Owned<M> {
     }
 
     /// A `bytes`/`text` value read from [`view`](Owned::view) as a `Bytes`
-    /// that shares this message's buffer (no copy).
-    ///
-    /// # Panics
-    /// If `part` is not inside this message's buffer (as `Bytes::slice_ref`).
+    /// that shares this message's buffer (no copy). A slice from elsewhere
+    /// (for example the static default of an absent `[u8; N]` field) is
+    /// copied instead; this never panics.
     pub fn slice(&self, part: &[u8]) -> Bytes {
         if part.is_empty() {
             return Bytes::new();
         }
-        self.buf.slice_ref(part)
+        let buf = self.buf.as_ptr_range();
+        let p = part.as_ptr_range();
+        if buf.start <= p.start && p.end <= buf.end {
+            self.buf.slice_ref(part)
+        } else {
+            Bytes::copy_from_slice(part)
+        }
     }
 
     /// Decodes into the derived struct; `Bytes`/`Text` fields share the

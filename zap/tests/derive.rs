@@ -481,3 +481,89 @@ fn owned_messages_read_in_place_and_slice_without_copy() {
     // Invalid input is an error, not a panic.
     assert!(Owned::<Kitchen>::decode(Bytes::from_static(b"ZAP\0")).is_err());
 }
+
+#[derive(zap::Message, Debug, Clone, PartialEq, Default)]
+struct Named {
+    text: String,
+}
+
+#[derive(zap::Message, Debug, Clone, PartialEq, Default)]
+struct ManyNamed {
+    items: Vec<Named>,
+}
+
+#[derive(zap::Message, Debug, Clone, PartialEq)]
+struct Big {
+    a: [u8; 4096],
+}
+
+#[derive(zap::Message, Debug, Clone, PartialEq, Default)]
+struct ManyBig {
+    items: Vec<Big>,
+}
+
+/// Appends a pointer list of `n` elements all pointing at `target` (or null)
+/// and points the list slot at `slot` to it; fixes the header size.
+fn alias_list(mut bytes: Vec<u8>, slot: usize, target: Option<usize>, n: usize) -> Vec<u8> {
+    while bytes.len() % 8 != 0 {
+        bytes.push(0);
+    }
+    let list = bytes.len();
+    for i in 0..n {
+        let rel = target.map_or(0, |t| (t as i64 - (list + 4 * i) as i64) as i32);
+        bytes.extend_from_slice(&rel.to_le_bytes());
+    }
+    bytes[slot..slot + 4].copy_from_slice(&((list - slot) as i32).to_le_bytes());
+    bytes[slot + 4..slot + 8].copy_from_slice(&(n as u32).to_le_bytes());
+    let size = bytes.len() as u32;
+    bytes[12..16].copy_from_slice(&size.to_le_bytes());
+    bytes
+}
+
+#[test]
+fn aliased_text_is_charged_per_visit() {
+    // One 64 KB string, referenced 10,000 times: 40 KB more on the wire,
+    // 640 MB of UTF-8 checking (and String copies) if not charged.
+    let one = ManyNamed {
+        items: vec![Named {
+            text: "x".repeat(64 << 10),
+        }],
+    };
+    let bytes = one.to_bytes().unwrap().to_vec();
+    let slot = 16 + 4;
+    let rel = i32::from_le_bytes(bytes[slot..slot + 4].try_into().unwrap());
+    let list = (slot as i64 + rel as i64) as usize;
+    let elem = (list as i64 + i32::from_le_bytes(bytes[list..list + 4].try_into().unwrap()) as i64)
+        as usize;
+    let bytes = alias_list(bytes, slot, Some(elem), 10_000);
+    let err = ManyNamed::decode(Bytes::from(bytes)).unwrap_err();
+    assert_eq!(err.kind(), &DecodeErrorKind::TraversalLimit);
+}
+
+#[test]
+fn null_elements_are_charged_their_decoded_size() {
+    // 100,000 null pointers (400 KB) would decode to 100,000 default
+    // `Big`s: 400 MB.
+    let bytes = ManyBig::default().to_bytes().unwrap().to_vec();
+    let bytes = alias_list(bytes, 16 + 4, None, 100_000);
+    let err = ManyBig::decode(Bytes::from(bytes)).unwrap_err();
+    assert_eq!(err.kind(), &DecodeErrorKind::TraversalLimit);
+    // A few null elements are fine (they read as defaults).
+    let bytes = alias_list(ManyBig::default().to_bytes().unwrap().to_vec(), 20, None, 3);
+    assert_eq!(ManyBig::decode(Bytes::from(bytes)).unwrap().items.len(), 3);
+}
+
+#[test]
+fn owned_slice_of_a_foreign_slice_copies_instead_of_panicking() {
+    use zap::Owned;
+    // An object whose size word leaves out `hash`: the view returns the
+    // static default, which is not inside the buffer.
+    #[derive(zap::Message)]
+    struct H {
+        hash: [u8; 32],
+    }
+    let mut bytes = H { hash: [1; 32] }.to_bytes().unwrap().to_vec();
+    bytes[16..20].copy_from_slice(&4u32.to_le_bytes());
+    let o = Owned::<H>::decode(Bytes::from(bytes)).unwrap();
+    assert_eq!(o.slice(o.view().hash()), Bytes::from_static(&[0; 32]));
+}

@@ -3,6 +3,10 @@
 use super::{ALIGN, HEADER_LEN, Header, Scalar, Version};
 use crate::error::EncodeError;
 
+/// The largest message a [`Builder`] writes: `i32::MAX` bytes, so that
+/// every signed pointer fits.
+pub const MAX_MESSAGE: usize = i32::MAX as usize;
+
 /// Writes ZAP messages into one reusable buffer.
 ///
 /// Objects are written whole: [`Builder::object`] reserves the fixed
@@ -124,11 +128,12 @@ impl Builder {
 
     /// Writes the header for `root` and returns the whole message.
     ///
-    /// Fails only when the message is larger than the 32-bit format allows;
-    /// since every offset is below the size, one check here covers them all.
+    /// Fails only when the message is larger than [`MAX_MESSAGE`]: object
+    /// and list pointers are signed 32-bit, and since every offset is below
+    /// the size, one check here covers them all.
     pub fn finish(&mut self, root: ObjectRef) -> Result<&[u8], EncodeError> {
         let size = self.buf.len();
-        if size > u32::MAX as usize {
+        if size > MAX_MESSAGE {
             return Err(EncodeError::TooLarge { size });
         }
         let h = Header {

@@ -18,7 +18,9 @@
 mod builder;
 pub(crate) mod reader;
 
-pub use builder::{Builder, InlineListWriter, ListRef, ObjectRef, ObjectWriter, PtrListWriter};
+pub use builder::{
+    Builder, InlineListWriter, ListRef, MAX_MESSAGE, ObjectRef, ObjectWriter, PtrListWriter,
+};
 pub use reader::{List, Message, Object};
 
 use crate::error::{DecodeError, DecodeErrorKind};

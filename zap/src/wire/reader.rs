@@ -155,9 +155,16 @@ pub(crate) fn list_slot(
         Some(t) if t >= HEADER_LEN as u64 && t <= buf.len() as u64 => t,
         t => return Err(bad_pointer(slot, t)),
     };
-    let body = count as u64 * stride as u64;
-    if target + body > buf.len() as u64 {
-        return Err(out_of_bounds(buf, target as usize, body));
+    let body = (count as u64).checked_mul(stride as u64);
+    match body.and_then(|b| b.checked_add(target)) {
+        Some(end) if end <= buf.len() as u64 => {}
+        _ => {
+            return Err(out_of_bounds(
+                buf,
+                target as usize,
+                body.unwrap_or(u64::MAX),
+            ));
+        }
     }
     Ok((target as usize, count as usize))
 }
@@ -254,16 +261,24 @@ impl<'a> List<'a> {
         }
     }
 
+    /// Absolute position of element `i` of `stride` bytes.
+    fn elem(&self, i: usize, stride: usize) -> Result<usize, DecodeError> {
+        self.index(i)?;
+        i.checked_mul(stride)
+            .and_then(|o| o.checked_add(self.start))
+            .ok_or_else(|| out_of_bounds(self.buf, self.start, u64::MAX))
+    }
+
     /// Element `i` of a packed scalar list.
     pub fn get<T: Scalar>(&self, i: usize) -> Result<T, DecodeError> {
-        self.index(i)?;
-        slice_at(self.buf, self.start + i * T::WIDTH, T::WIDTH).map(T::read_le)
+        let pos = self.elem(i, T::WIDTH)?;
+        slice_at(self.buf, pos, T::WIDTH).map(T::read_le)
     }
 
     /// Element `i` of a list of `bytes_fixed[N]`.
     pub fn fixed<const N: usize>(&self, i: usize) -> Result<&'a [u8; N], DecodeError> {
-        self.index(i)?;
-        slice_at(self.buf, self.start + i * N, N).map(|s| s.first_chunk::<N>().unwrap_or(&[0; N]))
+        let pos = self.elem(i, N)?;
+        slice_at(self.buf, pos, N).map(|s| s.first_chunk::<N>().unwrap_or(&[0; N]))
     }
 
     /// The whole body of a byte list (`list<u8>`).
@@ -273,11 +288,7 @@ impl<'a> List<'a> {
 
     /// Element `i` of a list of inline structs of `elem_size` bytes.
     pub fn object(&self, i: usize, elem_size: usize) -> Result<Object<'a>, DecodeError> {
-        self.index(i)?;
-        let start = i
-            .checked_mul(elem_size)
-            .and_then(|o| o.checked_add(self.start))
-            .ok_or_else(|| out_of_bounds(self.buf, self.start, u64::MAX))?;
+        let start = self.elem(i, elem_size)?;
         slice_at(self.buf, start, elem_size)?;
         Ok(Object {
             buf: self.buf,
@@ -287,13 +298,11 @@ impl<'a> List<'a> {
 
     /// Element `i` of a pointer list; `None` when that pointer is null.
     pub fn object_ptr(&self, i: usize) -> Result<Option<Object<'a>>, DecodeError> {
-        self.index(i)?;
-        Ok(
-            object_slot(self.buf, self.start + 4 * i)?.map(|start| Object {
-                buf: self.buf,
-                start,
-            }),
-        )
+        let slot = self.elem(i, 4)?;
+        Ok(object_slot(self.buf, slot)?.map(|start| Object {
+            buf: self.buf,
+            start,
+        }))
     }
 
     /// The elements of a variable-element list (`list<bytes>`/`list<text>`),
