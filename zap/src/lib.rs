@@ -77,11 +77,16 @@
 pub mod codegen;
 mod error;
 mod message;
+pub mod metadata;
+pub mod proto;
+mod status;
 pub mod wire;
 
 pub use codegen::{ListIter, ListView, MAX_DEPTH};
 pub use error::{DecodeError, DecodeErrorKind, EncodeError};
 pub use message::{Message, Owned, Text};
+pub use metadata::Metadata;
+pub use status::{Code, Status};
 pub use zap_derive::Message;
 
 /// The README's examples, compiled and run as doctests.
