@@ -752,3 +752,99 @@ fn settings_change_windows_and_unknown_settings_are_ignored() {
         Err(SendError::Blocked)
     );
 }
+
+/// The hex examples in docs/PROTOCOL.md, by name (comments after `#`
+/// stripped).
+fn doc_examples() -> Vec<(String, Vec<u8>)> {
+    let doc = include_str!("../../../docs/PROTOCOL.md");
+    let mut out = Vec::new();
+    let mut lines = doc.lines();
+    while let Some(line) = lines.next() {
+        let Some(name) = line
+            .strip_prefix("<!-- example: ")
+            .and_then(|l| l.strip_suffix(" -->"))
+        else {
+            continue;
+        };
+        assert_eq!(lines.next(), Some("```hex"), "example {name}");
+        let mut hex = String::new();
+        for l in lines.by_ref() {
+            if l == "```" {
+                break;
+            }
+            hex.extend(
+                l.split('#')
+                    .next()
+                    .unwrap()
+                    .chars()
+                    .filter(|c| !c.is_whitespace()),
+            );
+        }
+        let bytes = (0..hex.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+            .collect();
+        out.push((name.to_owned(), bytes));
+    }
+    out
+}
+
+#[test]
+fn protocol_doc_examples_match_the_encoder() {
+    use super::frame::Out;
+    let mut md = Metadata::new();
+    md.insert("x-user", "alice").unwrap();
+    let mut headers = Metadata::new();
+    headers.insert("x-served-by", "s1").unwrap();
+    let mut err = close_head(Code::NOT_FOUND, "not found");
+    err.trailers.insert_bin("retry-bin", vec![1u8]).unwrap();
+    let encode = |f: &dyn Fn(&mut Out)| {
+        let mut o = Out::default();
+        f(&mut o);
+        let mut chunks = Vec::new();
+        o.drain_into(&mut chunks);
+        chunks.concat()
+    };
+    let examples = doc_examples();
+    assert_eq!(examples.len(), 13);
+    for (name, want) in examples {
+        let got = match name.as_str() {
+            "preface" => encode(&|o| o.preface()),
+            "settings" => encode(&|o| o.settings(&Settings::default())),
+            "unary-request" => encode(&|o| {
+                let h = OpenHead {
+                    method: Bytes::from_static(b"/echo.Echo/Say"),
+                    timeout: Some(Duration::from_secs(1)),
+                    metadata: md.clone(),
+                };
+                o.open(1, &h, Some(Bytes::from_static(b"hi")), true)
+            }),
+            "unary-response" => encode(&|o| {
+                o.close(
+                    1,
+                    &ok(),
+                    Some(&Metadata::new()),
+                    Some(Bytes::from_static(b"hi")),
+                )
+            }),
+            "error-response" => encode(&|o| o.close(3, &err, None, None)),
+            "message" => encode(&|o| o.message(1, Bytes::from_static(b"abc"), false)),
+            "end" => encode(&|o| o.end(1)),
+            "headers" => encode(&|o| o.headers(1, &headers)),
+            "cancel" => encode(&|o| o.cancel(1, Code::CANCELLED)),
+            "window" => encode(&|o| o.window(0, 65536)),
+            "ping" => encode(&|o| o.ping(false, *b"keepaliv")),
+            "ping-ack" => encode(&|o| o.ping(true, *b"keepaliv")),
+            "goaway" => encode(&|o| o.goaway(7, 0, b"bye")),
+            other => panic!("no encoder for example {other}"),
+        };
+        assert_eq!(got, want, "example `{name}` differs from the encoder");
+        // And every frame example parses back.
+        if name != "preface" {
+            let h = super::frame::Header::parse(&want).unwrap();
+            let payload = Bytes::copy_from_slice(&want[FRAME_HEADER_LEN..]);
+            super::frame::Frame::parse(h, payload, &Settings::default())
+                .unwrap_or_else(|e| panic!("example {name} does not parse: {e:?}"));
+        }
+    }
+}
