@@ -79,6 +79,8 @@ mod error;
 mod message;
 pub mod metadata;
 pub mod proto;
+#[cfg(feature = "runtime")]
+mod rt;
 mod status;
 pub mod wire;
 
@@ -87,7 +89,16 @@ pub use error::{DecodeError, DecodeErrorKind, EncodeError};
 pub use message::{Message, Owned, Text};
 pub use metadata::Metadata;
 pub use status::{Code, Status};
+
+#[cfg(feature = "runtime")]
+pub use rt::{
+    BoxError, CallResponse, CallSender, Channel, ChannelBuilder, DuplicateRoute, Method, RawCall,
+    Request, Response, Router, ServeError, Server, ServerCall, Streaming,
+};
 pub use zap_derive::Message;
+/// Transport: URLs, TLS configuration, listeners and limits.
+#[cfg(feature = "runtime")]
+pub use zap_transport as transport;
 
 /// The README's examples, compiled and run as doctests.
 #[cfg(doctest)]

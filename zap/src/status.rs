@@ -4,6 +4,8 @@ use std::fmt;
 
 use bytes::Bytes;
 
+use crate::metadata::Metadata;
+
 /// A status code. The constants are gRPC's codes 0–16; unknown values are
 /// kept as they are (a peer may be newer).
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -92,6 +94,7 @@ pub struct Status {
     code: Code,
     message: String,
     details: Bytes,
+    metadata: Metadata,
 }
 
 impl Status {
@@ -101,6 +104,7 @@ impl Status {
             code,
             message: message.into(),
             details: Bytes::new(),
+            metadata: Metadata::new(),
         }
     }
 
@@ -110,6 +114,7 @@ impl Status {
             code,
             message: message.into(),
             details,
+            metadata: Metadata::new(),
         }
     }
 
@@ -126,6 +131,17 @@ impl Status {
     /// The details.
     pub fn details(&self) -> &Bytes {
         &self.details
+    }
+
+    /// Trailers that travel with the status (server: sent; client:
+    /// received).
+    pub fn metadata(&self) -> &Metadata {
+        &self.metadata
+    }
+
+    /// Trailers, to add entries before returning the status.
+    pub fn metadata_mut(&mut self) -> &mut Metadata {
+        &mut self.metadata
     }
 
     /// `CANCELLED`.

@@ -505,7 +505,7 @@ struct ManyBig {
 /// Appends a pointer list of `n` elements all pointing at `target` (or null)
 /// and points the list slot at `slot` to it; fixes the header size.
 fn alias_list(mut bytes: Vec<u8>, slot: usize, target: Option<usize>, n: usize) -> Vec<u8> {
-    while bytes.len() % 8 != 0 {
+    while !bytes.len().is_multiple_of(8) {
         bytes.push(0);
     }
     let list = bytes.len();

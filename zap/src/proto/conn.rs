@@ -849,10 +849,10 @@ impl Connection {
                 _ => {}
             }
         }
-        if let (Some(idle), Some(since)) = (self.cfg.idle_timeout, self.idle_since) {
-            if now >= since.max(self.last_recv) + idle {
-                return self.fail(Reason::IDLE_TIMEOUT, "idle");
-            }
+        if let (Some(idle), Some(since)) = (self.cfg.idle_timeout, self.idle_since)
+            && now >= since.max(self.last_recv) + idle
+        {
+            self.fail(Reason::IDLE_TIMEOUT, "idle")
         }
     }
 

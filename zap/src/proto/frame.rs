@@ -286,7 +286,7 @@ impl Frame {
         let frame = match kind {
             Kind::Settings => {
                 on_stream(h.stream == 0)?;
-                if r.b.len() % 6 != 0 || r.b.len() > 6 * 64 {
+                if !r.b.len().is_multiple_of(6) || r.b.len() > 6 * 64 {
                     return Err(Malformed("SETTINGS payload is not 0..=64 (u16, u32) pairs"));
                 }
                 let mut v = Vec::with_capacity(r.b.len() / 6);

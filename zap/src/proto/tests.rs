@@ -1,6 +1,8 @@
 //! Whole-protocol tests on two state machines wired back to back in
 //! memory, with a virtual clock. Every frame kind and every error path.
 
+#![allow(clippy::field_reassign_with_default)]
+
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -310,10 +312,7 @@ fn empty_messages_cost_window() {
         sent += 1;
         assert!(sent < 100, "empty messages must not be free");
     }
-    assert_eq!(
-        sent,
-        (200 + MESSAGE_OVERHEAD as usize - 1) / MESSAGE_OVERHEAD as usize
-    );
+    assert_eq!(sent, 200_usize.div_ceil(MESSAGE_OVERHEAD as usize));
 }
 
 #[test]

@@ -1,0 +1,678 @@
+//! The client: [`Channel`], one multiplexed connection shared by every call.
+
+use std::fmt;
+use std::future::{Future, poll_fn};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_core::Stream;
+use zap_transport::{ClientTls, Connector, Limits, Url};
+
+use super::call::{Method, Request, Response, Streaming, status_of};
+use super::conn::{Driver, Item, Shared, Slot};
+use super::proto_config;
+use crate::metadata::Metadata;
+use crate::proto::{Connection, OpenHead, SendError};
+use crate::status::{Code, Status};
+
+/// Configures and creates a [`Channel`].
+#[derive(Clone, Debug)]
+pub struct ChannelBuilder {
+    url: Url,
+    limits: Limits,
+    tls: Option<ClientTls>,
+}
+
+impl ChannelBuilder {
+    /// Transport and protocol limits (timeouts, keepalive, max frame).
+    #[must_use]
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// TLS roots and client identity, for `zaps://`.
+    #[must_use]
+    pub fn tls(mut self, tls: ClientTls) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
+    /// A channel that connects on its first call.
+    pub fn connect_lazy(self) -> Channel {
+        let mut connector = Connector::new(self.limits.clone());
+        if let Some(tls) = self.tls {
+            connector = connector.with_tls(tls);
+        }
+        Channel {
+            inner: Arc::new(ChannelInner {
+                url: self.url,
+                connector,
+                limits: self.limits,
+                state: Mutex::new(ConnState {
+                    current: None,
+                    retry_at: None,
+                    backoff: MIN_BACKOFF,
+                }),
+                connecting: tokio::sync::Mutex::new(()),
+            }),
+        }
+    }
+
+    /// A channel connected now (the error says why it could not).
+    pub async fn connect(self) -> Result<Channel, Status> {
+        let ch = self.connect_lazy();
+        ch.connection().await?;
+        Ok(ch)
+    }
+}
+
+const MIN_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(10);
+
+/// A client for one server address: cheap to clone, every clone shares one
+/// multiplexed connection. Connects lazily; after the connection fails,
+/// reconnects on the next call, waiting an exponential backoff (100 ms up to
+/// 10 s) between failed attempts; calls made while waiting fail fast with
+/// `UNAVAILABLE`.
+///
+/// `Channel` is a `tower::Service<RawCall>` (unary calls on raw bytes), so
+/// tower layers (timeouts, concurrency limits, retries) stack on it.
+#[derive(Clone)]
+pub struct Channel {
+    inner: Arc<ChannelInner>,
+}
+
+struct ChannelInner {
+    url: Url,
+    connector: Connector,
+    limits: Limits,
+    state: Mutex<ConnState>,
+    connecting: tokio::sync::Mutex<()>,
+}
+
+struct ConnState {
+    current: Option<Arc<Shared>>,
+    retry_at: Option<Instant>,
+    backoff: Duration,
+}
+
+impl fmt::Debug for Channel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Channel")
+            .field("url", &self.inner.url)
+            .finish()
+    }
+}
+
+impl Channel {
+    /// A builder for `url` (`zap://`, `zaps://`, `zap+unix://`).
+    pub fn builder(url: Url) -> ChannelBuilder {
+        ChannelBuilder {
+            url,
+            limits: Limits::default(),
+            tls: None,
+        }
+    }
+
+    /// The server address.
+    pub fn url(&self) -> &Url {
+        &self.inner.url
+    }
+
+    fn current(&self) -> Option<Arc<Shared>> {
+        let st = self.inner.state.lock().unwrap_or_else(|e| e.into_inner());
+        st.current.clone()
+    }
+
+    fn forget(&self, stale: &Arc<Shared>) {
+        let mut st = self.inner.state.lock().unwrap_or_else(|e| e.into_inner());
+        if st.current.as_ref().is_some_and(|c| Arc::ptr_eq(c, stale)) {
+            st.current = None;
+        }
+    }
+
+    /// The live connection, connecting if needed.
+    async fn connection(&self) -> Result<Arc<Shared>, Status> {
+        if let Some(c) = self.current() {
+            return Ok(c);
+        }
+        let _one = self.inner.connecting.lock().await;
+        if let Some(c) = self.current() {
+            return Ok(c);
+        }
+        {
+            let st = self.inner.state.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(t) = st.retry_at
+                && Instant::now() < t
+            {
+                return Err(Status::unavailable(format!(
+                    "connecting to {} failed recently; retrying after backoff",
+                    self.inner.url
+                )));
+            }
+        }
+        match self.inner.connector.connect(&self.inner.url).await {
+            Ok(conn) => {
+                let (stream, peer, guard) = conn.into_parts();
+                let proto = Connection::client(proto_config(&self.inner.limits), Instant::now());
+                let shared = Shared::new(proto, peer);
+                tokio::spawn(Driver::new(shared.clone(), stream, None, Some(guard)));
+                let mut st = self.inner.state.lock().unwrap_or_else(|e| e.into_inner());
+                st.current = Some(shared.clone());
+                st.retry_at = None;
+                st.backoff = MIN_BACKOFF;
+                Ok(shared)
+            }
+            Err(e) => {
+                let mut st = self.inner.state.lock().unwrap_or_else(|e| e.into_inner());
+                st.retry_at = Some(Instant::now() + st.backoff);
+                st.backoff = (st.backoff * 2).min(MAX_BACKOFF);
+                Err(Status::unavailable(format!(
+                    "cannot connect to {}: {e}",
+                    self.inner.url
+                )))
+            }
+        }
+    }
+
+    /// Opens a call: returns its connection and stream id.
+    async fn start(
+        &self,
+        method: Method,
+        metadata: Metadata,
+        deadline: Option<Instant>,
+        message: Option<Bytes>,
+        end: bool,
+    ) -> Result<(Arc<Shared>, u32), Status> {
+        let timeout = match deadline {
+            None => None,
+            Some(d) => {
+                let left = d.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Err(Status::deadline_exceeded("deadline passed before the call"));
+                }
+                Some(left)
+            }
+        };
+        let head = OpenHead {
+            method: method.0,
+            timeout,
+            metadata,
+        };
+        let mut retried = false;
+        loop {
+            let shared = self.connection().await?;
+            let opened = poll_fn(|cx| {
+                let mut inner = shared.lock();
+                if inner.error.is_some() {
+                    return Poll::Ready(Err(SendError::Closed));
+                }
+                match inner.conn.open(&head, message.clone(), end, Instant::now()) {
+                    Ok(id) => {
+                        inner.calls.insert(id, Slot::default());
+                        inner.flush();
+                        Poll::Ready(Ok(id))
+                    }
+                    Err(SendError::Blocked) => {
+                        inner.wait_open(cx.waker());
+                        Poll::Pending
+                    }
+                    Err(e) => Poll::Ready(Err(e)),
+                }
+            })
+            .await;
+            match opened {
+                Ok(id) => return Ok((shared, id)),
+                Err(SendError::Closed | SendError::Exhausted) if !retried => {
+                    // The connection went away (or ran out of ids): once
+                    // more on a fresh one.
+                    self.forget(&shared);
+                    retried = true;
+                }
+                Err(SendError::TooLarge { size, max }) => {
+                    return Err(Status::resource_exhausted(format!(
+                        "request of {size} bytes exceeds the server's limit of {max}"
+                    )));
+                }
+                Err(e) => {
+                    self.forget(&shared);
+                    return Err(Status::unavailable(e.to_string()));
+                }
+            }
+        }
+    }
+
+    /// A unary call: one message each way.
+    pub async fn unary(
+        &self,
+        method: impl Into<Method>,
+        request: Request<Bytes>,
+    ) -> Result<Response<Bytes>, Status> {
+        let (shared, id) = self
+            .start(
+                method.into(),
+                request.metadata,
+                request.deadline,
+                Some(request.message),
+                true,
+            )
+            .await?;
+        let mut guard = CallGuard {
+            shared,
+            id,
+            done: false,
+        };
+        let mut headers = None;
+        loop {
+            match poll_fn(|cx| guard.poll_item(cx)).await {
+                Some(Item::Headers(h)) => headers = Some(h),
+                Some(Item::Message(m)) => {
+                    // A message outside CLOSE: keep it, the status follows.
+                    let close = loop {
+                        match poll_fn(|cx| guard.poll_item(cx)).await {
+                            Some(Item::Close { head, .. }) => break Some(head),
+                            Some(_) => continue,
+                            None => break None,
+                        }
+                    };
+                    guard.done = true;
+                    return match close {
+                        Some(head) if head.code == Code::OK => Ok(Response {
+                            headers: headers.unwrap_or_default(),
+                            message: m,
+                            trailers: head.trailers,
+                        }),
+                        Some(head) => Err(status_of(head)),
+                        None => Err(guard.conn_status()),
+                    };
+                }
+                Some(Item::Close {
+                    head,
+                    headers: h,
+                    message,
+                }) => {
+                    guard.done = true;
+                    if head.code != Code::OK {
+                        return Err(status_of(head));
+                    }
+                    let Some(message) = message else {
+                        return Err(Status::internal("server sent no response message"));
+                    };
+                    return Ok(Response {
+                        headers: h.or(headers).unwrap_or_default(),
+                        message,
+                        trailers: head.trailers,
+                    });
+                }
+                Some(Item::End) => continue,
+                None => {
+                    guard.done = true;
+                    return Err(guard.conn_status());
+                }
+            }
+        }
+    }
+
+    /// A server-streaming call: one request, a stream of responses.
+    pub async fn server_streaming(
+        &self,
+        method: impl Into<Method>,
+        request: Request<Bytes>,
+    ) -> Result<Response<Streaming>, Status> {
+        let (shared, id) = self
+            .start(
+                method.into(),
+                request.metadata,
+                request.deadline,
+                Some(request.message),
+                true,
+            )
+            .await?;
+        response_stream(shared, id).await
+    }
+
+    /// A client-streaming call: a stream of requests, one response.
+    pub async fn client_streaming<S>(
+        &self,
+        method: impl Into<Method>,
+        request: Request<S>,
+    ) -> Result<Response<Bytes>, Status>
+    where
+        S: Stream<Item = Bytes> + Send + 'static,
+    {
+        let (metadata, messages, deadline) = (request.metadata, request.message, request.deadline);
+        let mut req = Request::new(());
+        req.metadata = metadata;
+        req.deadline = deadline;
+        let (sender, response) = self.open(method, req).await?;
+        let pump = pump(sender, request_stream(messages));
+        let (pumped, resp) = join(pump, response.into_unary()).await;
+        match resp {
+            Ok(r) => Ok(r),
+            Err(s) => Err(pumped.err().unwrap_or(s)),
+        }
+    }
+
+    /// A bidirectional call: streams both ways. The request stream is sent
+    /// by a task while the caller reads responses.
+    pub async fn streaming<S>(
+        &self,
+        method: impl Into<Method>,
+        request: Request<S>,
+    ) -> Result<Response<Streaming>, Status>
+    where
+        S: Stream<Item = Bytes> + Send + 'static,
+    {
+        let (metadata, messages, deadline) = (request.metadata, request.message, request.deadline);
+        let mut req = Request::new(());
+        req.metadata = metadata;
+        req.deadline = deadline;
+        let (sender, response) = self.open(method, req).await?;
+        tokio::spawn(pump(sender, request_stream(messages)));
+        response.into_stream().await
+    }
+
+    /// Opens a call to send messages by hand: the [`CallSender`] sends (and
+    /// waits for flow control), the [`CallResponse`] receives.
+    pub async fn open(
+        &self,
+        method: impl Into<Method>,
+        request: Request<()>,
+    ) -> Result<(CallSender, CallResponse), Status> {
+        let (shared, id) = self
+            .start(
+                method.into(),
+                request.metadata,
+                request.deadline,
+                None,
+                false,
+            )
+            .await?;
+        Ok((
+            CallSender {
+                shared: shared.clone(),
+                id,
+                ended: false,
+            },
+            CallResponse { shared, id },
+        ))
+    }
+}
+
+fn request_stream<S>(s: S) -> Pin<Box<dyn Stream<Item = Bytes> + Send>>
+where
+    S: Stream<Item = Bytes> + Send + 'static,
+{
+    Box::pin(s)
+}
+
+/// Sends every message of `messages`, then half-closes.
+async fn pump(
+    mut sender: CallSender,
+    mut messages: Pin<Box<dyn Stream<Item = Bytes> + Send>>,
+) -> Result<(), Status> {
+    while let Some(m) = poll_fn(|cx| messages.as_mut().poll_next(cx)).await {
+        sender.send(m).await?;
+    }
+    sender.finish()
+}
+
+/// Runs two futures to completion concurrently on this task.
+async fn join<A: Future, B: Future>(a: A, b: B) -> (A::Output, B::Output) {
+    let mut a = std::pin::pin!(a);
+    let mut b = std::pin::pin!(b);
+    let (mut ra, mut rb) = (None, None);
+    poll_fn(|cx| {
+        if ra.is_none()
+            && let Poll::Ready(v) = a.as_mut().poll(cx)
+        {
+            ra = Some(v);
+        }
+        if rb.is_none()
+            && let Poll::Ready(v) = b.as_mut().poll(cx)
+        {
+            rb = Some(v);
+        }
+        if ra.is_some() && rb.is_some() {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    })
+    .await;
+    match (ra, rb) {
+        (Some(a), Some(b)) => (a, b),
+        _ => unreachable!("both completed"),
+    }
+}
+
+/// Waits for the response headers (or an early status) of call `id`.
+async fn response_stream(shared: Arc<Shared>, id: u32) -> Result<Response<Streaming>, Status> {
+    let mut stream = Streaming::new(shared, id, true);
+    let first = poll_fn(|cx| stream.shared.lock().poll_item(id, cx)).await;
+    let headers = match first {
+        Some(Item::Headers(h)) => h,
+        Some(Item::Close {
+            head,
+            headers,
+            message,
+        }) => {
+            if head.code != Code::OK {
+                stream.done = true;
+                stream.shared.lock().remove_call(id);
+                return Err(status_of(head));
+            }
+            let h = headers.clone().unwrap_or_default();
+            stream.pending = Some(Item::Close {
+                head,
+                headers,
+                message,
+            });
+            h
+        }
+        Some(other) => {
+            stream.pending = Some(other);
+            Metadata::new()
+        }
+        None => {
+            stream.done = true;
+            return Err(stream.shared.lock().conn_status());
+        }
+    };
+    Ok(Response {
+        headers,
+        message: stream,
+        trailers: Metadata::new(),
+    })
+}
+
+/// Cancels its call if dropped before the call ended.
+struct CallGuard {
+    shared: Arc<Shared>,
+    id: u32,
+    done: bool,
+}
+
+impl CallGuard {
+    fn poll_item(&mut self, cx: &mut Context<'_>) -> Poll<Option<Item>> {
+        self.shared.lock().poll_item(self.id, cx)
+    }
+
+    fn conn_status(&self) -> Status {
+        self.shared.lock().conn_status()
+    }
+}
+
+impl Drop for CallGuard {
+    fn drop(&mut self) {
+        let mut inner = self.shared.lock();
+        if !self.done && inner.calls.contains_key(&self.id) {
+            inner.conn.cancel(self.id, Code::CANCELLED);
+            inner.flush();
+        }
+        inner.remove_call(self.id);
+    }
+}
+
+/// Sends the messages of a call opened with [`Channel::open`].
+///
+/// Dropping it half-closes the call if [`finish`](CallSender::finish) was
+/// not called.
+pub struct CallSender {
+    shared: Arc<Shared>,
+    id: u32,
+    ended: bool,
+}
+
+impl CallSender {
+    /// Sends one message, waiting while the server's window is closed.
+    pub async fn send(&mut self, message: Bytes) -> Result<(), Status> {
+        send_message(&self.shared, self.id, message, false).await
+    }
+
+    /// Half-closes: no more messages.
+    pub fn finish(&mut self) -> Result<(), Status> {
+        if self.ended {
+            return Ok(());
+        }
+        self.ended = true;
+        let mut inner = self.shared.lock();
+        match inner.conn.finish(self.id) {
+            Ok(()) => {
+                inner.flush();
+                Ok(())
+            }
+            Err(_) => Err(Status::cancelled("call already ended")),
+        }
+    }
+}
+
+impl Drop for CallSender {
+    fn drop(&mut self) {
+        if !self.ended {
+            let mut inner = self.shared.lock();
+            if inner.calls.contains_key(&self.id) && inner.conn.finish(self.id).is_ok() {
+                inner.flush();
+            }
+        }
+    }
+}
+
+impl fmt::Debug for CallSender {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CallSender").field("id", &self.id).finish()
+    }
+}
+
+/// Sends `message` on call `id`, waiting for flow control.
+pub(crate) async fn send_message(
+    shared: &Shared,
+    id: u32,
+    message: Bytes,
+    server: bool,
+) -> Result<(), Status> {
+    poll_fn(|cx| {
+        let mut inner = shared.lock();
+        match inner.conn.send(id, message.clone(), false) {
+            Ok(()) => {
+                inner.flush();
+                Poll::Ready(Ok(()))
+            }
+            Err(SendError::Blocked) => {
+                inner.wait_send(id, cx);
+                Poll::Pending
+            }
+            Err(SendError::TooLarge { size, max }) => Poll::Ready(Err(Status::resource_exhausted(
+                format!("message of {size} bytes exceeds the peer's limit of {max}"),
+            ))),
+            Err(SendError::Closed) => Poll::Ready(Err(inner.conn_status())),
+            Err(_) if server => Poll::Ready(Err(Status::cancelled("call ended"))),
+            Err(_) => Poll::Ready(Err(Status::cancelled(
+                "call ended before the message was sent",
+            ))),
+        }
+    })
+    .await
+}
+
+/// The response side of a call opened with [`Channel::open`].
+pub struct CallResponse {
+    shared: Arc<Shared>,
+    id: u32,
+}
+
+impl CallResponse {
+    /// Waits for the response headers; the messages follow as a stream.
+    pub async fn into_stream(self) -> Result<Response<Streaming>, Status> {
+        let (shared, id) = (self.shared.clone(), self.id);
+        std::mem::forget(self);
+        response_stream(shared, id).await
+    }
+
+    /// Waits for exactly one response message and the status.
+    pub async fn into_unary(self) -> Result<Response<Bytes>, Status> {
+        let resp = self.into_stream().await?;
+        let (headers, mut stream, _) = resp.into_parts();
+        let Some(message) = stream.message().await? else {
+            return Err(Status::internal("server sent no response message"));
+        };
+        match stream.message().await? {
+            None => Ok(Response {
+                headers,
+                message,
+                trailers: stream.trailers.take().unwrap_or_default(),
+            }),
+            Some(_) => Err(Status::internal(
+                "server sent more than one response message",
+            )),
+        }
+    }
+}
+
+impl Drop for CallResponse {
+    fn drop(&mut self) {
+        let mut inner = self.shared.lock();
+        if inner.calls.contains_key(&self.id) {
+            inner.conn.cancel(self.id, Code::CANCELLED);
+            inner.remove_call(self.id);
+            inner.flush();
+        }
+    }
+}
+
+impl fmt::Debug for CallResponse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CallResponse")
+            .field("id", &self.id)
+            .finish()
+    }
+}
+
+/// A unary call on raw bytes, the request type of `Channel`'s
+/// `tower::Service` implementation.
+#[derive(Debug)]
+pub struct RawCall {
+    /// The method.
+    pub method: Method,
+    /// The request.
+    pub request: Request<Bytes>,
+}
+
+impl tower_service::Service<RawCall> for Channel {
+    type Response = Response<Bytes>;
+    type Error = Status;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<Bytes>, Status>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Status>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, call: RawCall) -> Self::Future {
+        let ch = self.clone();
+        Box::pin(async move { ch.unary(call.method, call.request).await })
+    }
+}

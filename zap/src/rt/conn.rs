@@ -1,0 +1,497 @@
+//! One connection at run time: the protocol state machine behind a mutex,
+//! per-call slots that route its events, and the driver task that moves
+//! bytes between it and the transport.
+//!
+//! Locking: `Shared::inner` is a `std::sync::Mutex` held only for short,
+//! non-blocking sections (never across an `.await`). Callers change the
+//! state machine under the lock and wake the driver, which writes.
+
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::io::IoSlice;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
+use std::time::Instant;
+
+use bytes::{Buf, Bytes, BytesMut};
+use tokio::io::AsyncWrite;
+use zap_transport::{ConnGuard, PeerInfo, Stream};
+
+use crate::metadata::Metadata;
+use crate::proto::{CloseHead, ConnError, Connection, Event, OpenHead, Reason};
+use crate::status::{Code, Status};
+
+/// Stop reading from a peer while this much output to it is waiting.
+const MAX_PENDING_WRITE: usize = 8 << 20;
+/// Read buffer growth step.
+const READ_CHUNK: usize = 64 << 10;
+/// Chunks handed to one vectored write.
+const MAX_IOVECS: usize = 64;
+
+/// What a call's slot can hold, in arrival order.
+#[derive(Debug)]
+pub(crate) enum Item {
+    Headers(Metadata),
+    Message(Bytes),
+    End,
+    Close {
+        head: CloseHead,
+        headers: Option<Metadata>,
+        message: Option<Bytes>,
+    },
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Slot {
+    pub(crate) items: VecDeque<Item>,
+    recv_waker: Option<Waker>,
+    send_waker: Option<Waker>,
+    /// Server: the call was cancelled (by the client, its deadline, or the
+    /// connection ending).
+    pub(crate) cancelled: Option<Code>,
+    cancel_wakers: Vec<Waker>,
+}
+
+impl Slot {
+    fn wake_all(&mut self) {
+        if let Some(w) = self.recv_waker.take() {
+            w.wake();
+        }
+        if let Some(w) = self.send_waker.take() {
+            w.wake();
+        }
+        for w in self.cancel_wakers.drain(..) {
+            w.wake();
+        }
+    }
+}
+
+/// A call the server must start.
+pub(crate) struct NewCall {
+    pub(crate) id: u32,
+    pub(crate) head: OpenHead,
+}
+
+pub(crate) struct Inner {
+    pub(crate) conn: Connection,
+    pub(crate) calls: HashMap<u32, Slot>,
+    driver: Option<Waker>,
+    pub(crate) error: Option<ConnError>,
+    open_waiters: Vec<Waker>,
+    pub(crate) new_calls: Vec<NewCall>,
+}
+
+/// The state shared by a connection's driver and its calls.
+pub(crate) struct Shared {
+    inner: Mutex<Inner>,
+    pub(crate) peer: Arc<PeerInfo>,
+}
+
+impl Shared {
+    pub(crate) fn new(conn: Connection, peer: PeerInfo) -> Arc<Shared> {
+        Arc::new(Shared {
+            inner: Mutex::new(Inner {
+                conn,
+                calls: HashMap::new(),
+                driver: None,
+                error: None,
+                open_waiters: Vec::new(),
+                new_calls: Vec::new(),
+            }),
+            peer: Arc::new(peer),
+        })
+    }
+
+    /// Locks the state. A poisoned lock (a panic while holding it, which
+    /// the code under it does not do) is taken over rather than propagated.
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Inner {
+    /// Wakes the driver if there is output to write.
+    pub(crate) fn flush(&mut self) {
+        if self.conn.pending_output() > 0
+            && let Some(w) = &self.driver
+        {
+            w.wake_by_ref();
+        }
+    }
+
+    /// Wakes the driver unconditionally (state it must act on changed).
+    pub(crate) fn wake_driver(&mut self) {
+        if let Some(w) = &self.driver {
+            w.wake_by_ref();
+        }
+    }
+
+    /// Routes every pending protocol event to its call.
+    pub(crate) fn dispatch(&mut self) {
+        while let Some(ev) = self.conn.poll_event() {
+            match ev {
+                Event::Open {
+                    id,
+                    head,
+                    message,
+                    end,
+                } => {
+                    let mut slot = Slot::default();
+                    if let Some(m) = message {
+                        slot.items.push_back(Item::Message(m));
+                    }
+                    if end {
+                        slot.items.push_back(Item::End);
+                    }
+                    self.calls.insert(id, slot);
+                    self.new_calls.push(NewCall { id, head });
+                }
+                Event::Message { id, message, end } => {
+                    if let Some(s) = self.calls.get_mut(&id) {
+                        s.items.push_back(Item::Message(message));
+                        if end {
+                            s.items.push_back(Item::End);
+                        }
+                        s.wake_all();
+                    } else {
+                        self.conn.consumed(id, message.len());
+                    }
+                }
+                Event::End { id } => self.push(id, Item::End),
+                Event::Headers { id, metadata } => self.push(id, Item::Headers(metadata)),
+                Event::Close {
+                    id,
+                    head,
+                    headers,
+                    message,
+                } => self.push(
+                    id,
+                    Item::Close {
+                        head,
+                        headers,
+                        message,
+                    },
+                ),
+                Event::Cancel { id, code } => {
+                    if let Some(s) = self.calls.get_mut(&id) {
+                        s.cancelled = Some(code);
+                        s.wake_all();
+                    }
+                }
+                Event::Writable { id: 0 } => {
+                    for w in self.open_waiters.drain(..) {
+                        w.wake();
+                    }
+                    for s in self.calls.values_mut() {
+                        if let Some(w) = s.send_waker.take() {
+                            w.wake();
+                        }
+                    }
+                }
+                Event::Writable { id } => {
+                    if let Some(w) = self.calls.get_mut(&id).and_then(|s| s.send_waker.take()) {
+                        w.wake();
+                    }
+                }
+                Event::GoAway { .. } => {}
+                Event::Closed(err) => {
+                    self.error = Some(err);
+                    for s in self.calls.values_mut() {
+                        s.wake_all();
+                    }
+                    for w in self.open_waiters.drain(..) {
+                        w.wake();
+                    }
+                }
+            }
+        }
+    }
+
+    fn push(&mut self, id: u32, item: Item) {
+        if let Some(s) = self.calls.get_mut(&id) {
+            s.items.push_back(item);
+            s.wake_all();
+        }
+    }
+
+    /// The status for a call that cannot proceed because the connection is
+    /// gone.
+    pub(crate) fn conn_status(&self) -> Status {
+        match &self.error {
+            Some(e) => Status::unavailable(e.to_string()),
+            None => Status::unavailable("connection closed"),
+        }
+    }
+
+    /// Registers to be woken when the connection window reopens.
+    pub(crate) fn wait_open(&mut self, w: &Waker) {
+        self.open_waiters.push(w.clone());
+    }
+
+    /// Polls the next item of call `id`, returning its window credit.
+    pub(crate) fn poll_item(&mut self, id: u32, cx: &mut Context<'_>) -> Poll<Option<Item>> {
+        let Some(slot) = self.calls.get_mut(&id) else {
+            return Poll::Ready(None);
+        };
+        match slot.items.pop_front() {
+            Some(item) => {
+                if let Item::Message(m) = &item {
+                    let len = m.len();
+                    self.conn.consumed(id, len);
+                    self.flush();
+                }
+                Poll::Ready(Some(item))
+            }
+            None if slot.cancelled.is_some() || self.error.is_some() => Poll::Ready(None),
+            None => {
+                slot.recv_waker = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        }
+    }
+
+    /// Registers the sender of call `id` to be woken when it may send.
+    pub(crate) fn wait_send(&mut self, id: u32, cx: &mut Context<'_>) {
+        if let Some(s) = self.calls.get_mut(&id) {
+            s.send_waker = Some(cx.waker().clone());
+        }
+    }
+
+    /// Polls for the cancellation of server call `id`.
+    pub(crate) fn poll_cancelled(&mut self, id: u32, cx: &mut Context<'_>) -> Poll<Code> {
+        match self.calls.get_mut(&id) {
+            None => Poll::Ready(Code::CANCELLED),
+            Some(s) => match s.cancelled {
+                Some(c) => Poll::Ready(c),
+                None => {
+                    if !s.cancel_wakers.iter().any(|w| w.will_wake(cx.waker())) {
+                        s.cancel_wakers.push(cx.waker().clone());
+                    }
+                    Poll::Pending
+                }
+            },
+        }
+    }
+
+    /// Forgets call `id`, returning the window credit of what it left
+    /// unread.
+    pub(crate) fn remove_call(&mut self, id: u32) {
+        if let Some(s) = self.calls.remove(&id) {
+            for item in s.items {
+                if let Item::Message(m) = item {
+                    self.conn.consumed(id, m.len());
+                }
+            }
+        }
+    }
+}
+
+/// Starts the handlers of new server calls (given by the server).
+pub(crate) type Spawner = Arc<dyn Fn(Arc<Shared>, NewCall) + Send + Sync>;
+
+/// Drives one connection: reads, dispatches, writes, runs timers. Ends
+/// when the connection is closed and its last bytes are written.
+pub(crate) struct Driver {
+    shared: Arc<Shared>,
+    io: Stream,
+    rbuf: BytesMut,
+    wqueue: VecDeque<Bytes>,
+    wbytes: usize,
+    chunks: Vec<Bytes>,
+    timer: Pin<Box<tokio::time::Sleep>>,
+    timer_at: Option<Instant>,
+    read_done: bool,
+    needs_flush: bool,
+    spawner: Option<Spawner>,
+    _guard: Option<ConnGuard>,
+}
+
+impl Driver {
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        io: Stream,
+        spawner: Option<Spawner>,
+        guard: Option<ConnGuard>,
+    ) -> Driver {
+        Driver {
+            shared,
+            io,
+            rbuf: BytesMut::with_capacity(READ_CHUNK),
+            wqueue: VecDeque::new(),
+            wbytes: 0,
+            chunks: Vec::new(),
+            timer: Box::pin(tokio::time::sleep(std::time::Duration::from_secs(3600))),
+            timer_at: None,
+            read_done: false,
+            needs_flush: false,
+            spawner,
+            _guard: guard,
+        }
+    }
+
+    /// Reads what is available; `true` if anything happened.
+    fn poll_read(&mut self, cx: &mut Context<'_>, spawn: &mut Vec<NewCall>) -> bool {
+        if self.read_done || self.wbytes >= MAX_PENDING_WRITE {
+            return false;
+        }
+        if self.rbuf.capacity() - self.rbuf.len() < 4096 {
+            self.rbuf.reserve(READ_CHUNK);
+        }
+        match tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.rbuf) {
+            Poll::Pending => false,
+            Poll::Ready(Ok(n)) if n > 0 => {
+                let mut inner = self.shared.lock();
+                inner.conn.handle_input(&mut self.rbuf, Instant::now());
+                inner.dispatch();
+                spawn.append(&mut inner.new_calls);
+                true
+            }
+            Poll::Ready(res) => {
+                self.read_done = true;
+                let why = match res {
+                    Ok(_) => "connection closed by the peer".to_owned(),
+                    Err(e) => format!("read failed: {e}"),
+                };
+                let mut inner = self.shared.lock();
+                inner.conn.handle_eof(&why);
+                inner.dispatch();
+                true
+            }
+        }
+    }
+
+    fn poll_timer(&mut self, cx: &mut Context<'_>, spawn: &mut Vec<NewCall>) -> bool {
+        let mut inner = self.shared.lock();
+        let next = inner.conn.poll_timeout();
+        if next != self.timer_at {
+            self.timer_at = next;
+            if let Some(t) = next {
+                self.timer.as_mut().reset(tokio::time::Instant::from_std(t));
+            }
+        }
+        if self.timer_at.is_none() {
+            return false;
+        }
+        if self.timer.as_mut().poll(cx).is_ready() {
+            inner.conn.handle_timeout(Instant::now());
+            inner.dispatch();
+            spawn.append(&mut inner.new_calls);
+            self.timer_at = None;
+            return true;
+        }
+        false
+    }
+
+    /// Writes what is queued; `Err` if the transport failed.
+    fn poll_write(&mut self, cx: &mut Context<'_>) -> Result<bool, std::io::Error> {
+        {
+            let mut inner = self.shared.lock();
+            inner.conn.poll_transmit(&mut self.chunks);
+        }
+        for c in self.chunks.drain(..) {
+            self.wbytes += c.len();
+            self.wqueue.push_back(c);
+        }
+        let mut wrote = false;
+        while !self.wqueue.is_empty() {
+            let mut iov = [IoSlice::new(&[]); MAX_IOVECS];
+            let mut n_iov = 0;
+            for (slot, chunk) in iov.iter_mut().zip(self.wqueue.iter()) {
+                *slot = IoSlice::new(chunk);
+                n_iov += 1;
+            }
+            match Pin::new(&mut self.io).poll_write_vectored(cx, &iov[..n_iov]) {
+                Poll::Ready(Ok(0)) => {
+                    return Err(std::io::ErrorKind::WriteZero.into());
+                }
+                Poll::Ready(Ok(mut n)) => {
+                    wrote = true;
+                    self.needs_flush = true;
+                    self.wbytes -= n;
+                    while n > 0 {
+                        let Some(front) = self.wqueue.front_mut() else {
+                            break;
+                        };
+                        if n >= front.len() {
+                            n -= front.len();
+                            self.wqueue.pop_front();
+                        } else {
+                            front.advance(n);
+                            n = 0;
+                        }
+                    }
+                }
+                Poll::Ready(Err(e)) => return Err(e),
+                Poll::Pending => break,
+            }
+        }
+        if self.wqueue.is_empty() && self.needs_flush {
+            match Pin::new(&mut self.io).poll_flush(cx) {
+                Poll::Ready(Ok(())) => self.needs_flush = false,
+                Poll::Ready(Err(e)) => return Err(e),
+                Poll::Pending => {}
+            }
+        }
+        Ok(wrote)
+    }
+}
+
+impl Future for Driver {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = &mut *self;
+        {
+            let mut inner = this.shared.lock();
+            if !inner
+                .driver
+                .as_ref()
+                .is_some_and(|w| w.will_wake(cx.waker()))
+            {
+                inner.driver = Some(cx.waker().clone());
+            }
+        }
+        let mut spawn = Vec::new();
+        loop {
+            let mut progress = this.poll_read(cx, &mut spawn);
+            progress |= this.poll_timer(cx, &mut spawn);
+            match &this.spawner {
+                Some(sp) => {
+                    for call in spawn.drain(..) {
+                        sp(this.shared.clone(), call);
+                    }
+                }
+                None => spawn.clear(),
+            }
+            match this.poll_write(cx) {
+                Ok(w) => progress |= w,
+                Err(e) => {
+                    let mut inner = this.shared.lock();
+                    inner.conn.handle_eof(&format!("write failed: {e}"));
+                    inner.dispatch();
+                    this.wqueue.clear();
+                    this.wbytes = 0;
+                    this.read_done = true;
+                }
+            }
+            let closed = this.shared.lock().conn.is_closed();
+            if closed && this.wqueue.is_empty() {
+                let _ = Pin::new(&mut this.io).poll_shutdown(cx);
+                return Poll::Ready(());
+            }
+            if !progress {
+                return Poll::Pending;
+            }
+        }
+    }
+}
+
+/// Closes the connection now with `reason` (server shutdown past its drain
+/// deadline, or a local decision).
+pub(crate) fn close_now(shared: &Shared, reason: Reason, message: &str) {
+    let mut inner = shared.lock();
+    inner.conn.close_connection(reason, message);
+    inner.dispatch();
+    inner.wake_driver();
+}

@@ -1,0 +1,40 @@
+//! The tokio runtime: [`Channel`] (client) and [`Server`] drive the
+//! sans-IO protocol core over `zap-transport` byte streams.
+//!
+//! One task per connection (the driver) reads, runs the state machine and
+//! writes with vectored I/O; calls talk to it through a short mutex. Server
+//! calls each run in their own task, so a slow handler delays nobody, and are
+//! stopped (their future dropped) when the client cancels, the deadline
+//! passes or the connection ends.
+
+mod call;
+mod client;
+mod conn;
+mod server;
+
+pub use call::{Method, Request, Response, Streaming};
+pub use client::{CallResponse, CallSender, Channel, ChannelBuilder, RawCall};
+pub use server::{BoxError, DuplicateRoute, Router, ServeError, Server, ServerCall};
+
+use crate::proto::{Config, Settings};
+
+/// Protocol configuration from transport limits.
+pub(crate) fn proto_config(limits: &zap_transport::Limits) -> Config {
+    let d = Settings::default();
+    let max_frame = limits.max_frame;
+    Config {
+        settings: Settings {
+            max_frame,
+            max_concurrent_streams: limits.max_concurrent_streams,
+            max_message: d
+                .max_message
+                .min(max_frame.saturating_sub(64 << 10).max(1024)),
+            ..d
+        },
+        handshake_timeout: limits.handshake_timeout,
+        idle_timeout: limits.idle_timeout,
+        keepalive_interval: limits.keepalive_interval,
+        keepalive_timeout: limits.keepalive_timeout,
+        ..Config::default()
+    }
+}

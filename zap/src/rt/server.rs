@@ -1,0 +1,699 @@
+//! The server: [`Router`] of handlers, [`Server`] accept loop and shutdown.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::fmt;
+use std::future::{Future, poll_fn};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_core::Stream;
+use tokio::sync::watch;
+use tower_service::Service;
+use zap_transport::{Listener, PeerInfo};
+
+use super::call::{Method, Request, Response, Streaming};
+use super::client::send_message;
+use super::conn::{Driver, NewCall, Shared, Spawner, close_now};
+use super::proto_config;
+use crate::metadata::Metadata;
+use crate::proto::{CloseHead, Connection, Reason, SendError};
+use crate::status::{Code, Status};
+
+/// Errors a server's service may return, mapped to a status.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// One call as the server's service sees it: method, metadata, deadline,
+/// peer, and the means to read requests and send responses. This is the
+/// request type of the server's `tower::Service`, so layers see every call.
+pub struct ServerCall {
+    shared: Arc<Shared>,
+    id: u32,
+    method: Method,
+    metadata: Metadata,
+    deadline: Option<Instant>,
+}
+
+impl ServerCall {
+    /// The method called.
+    pub fn method(&self) -> &Method {
+        &self.method
+    }
+
+    /// The request metadata.
+    pub fn metadata(&self) -> &Metadata {
+        &self.metadata
+    }
+
+    /// When the client wants the call to end by.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.deadline
+    }
+
+    /// Who is calling.
+    pub fn peer(&self) -> &PeerInfo {
+        &self.shared.peer
+    }
+
+    /// The incoming messages, and the request parts.
+    fn into_request(self) -> (Request<Streaming>, CallWriter) {
+        let shared = self.shared.clone();
+        let req = Request {
+            metadata: self.metadata,
+            message: Streaming::new(self.shared.clone(), self.id, false),
+            deadline: self.deadline,
+            peer: Some(self.shared.peer.clone()),
+            method: Some(self.method),
+        };
+        (
+            req,
+            CallWriter {
+                shared,
+                id: self.id,
+                headers_sent: false,
+            },
+        )
+    }
+
+    /// Ends the call with `status` (used for errors before any response).
+    pub async fn reject(self, status: Status) {
+        let w = CallWriter {
+            shared: self.shared.clone(),
+            id: self.id,
+            headers_sent: false,
+        };
+        w.close(&status, None, Metadata::new(), None).await;
+    }
+}
+
+impl fmt::Debug for ServerCall {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServerCall")
+            .field("id", &self.id)
+            .field("method", &self.method)
+            .field("metadata", &self.metadata)
+            .finish()
+    }
+}
+
+/// Sends the responses of one server call.
+struct CallWriter {
+    shared: Arc<Shared>,
+    id: u32,
+    headers_sent: bool,
+}
+
+impl CallWriter {
+    fn send_headers(&mut self, headers: &Metadata) {
+        if self.headers_sent {
+            return;
+        }
+        self.headers_sent = true;
+        let mut inner = self.shared.lock();
+        if inner.conn.send_headers(self.id, headers).is_ok() {
+            inner.flush();
+        }
+    }
+
+    async fn send(&mut self, message: Bytes) -> Result<(), Status> {
+        send_message(&self.shared, self.id, message, true).await
+    }
+
+    /// Ends the call: status, trailers, and optionally headers and the last
+    /// message in the same frame. Waits for flow control if needed.
+    async fn close(
+        &self,
+        status: &Status,
+        headers: Option<&Metadata>,
+        trailers: Metadata,
+        message: Option<Bytes>,
+    ) {
+        let head = CloseHead {
+            code: status.code(),
+            message: Bytes::copy_from_slice(status.message().as_bytes()),
+            details: status.details().clone(),
+            trailers: merge(trailers, status.metadata()),
+        };
+        poll_fn(|cx| {
+            let mut inner = self.shared.lock();
+            match inner.conn.close(self.id, &head, headers, message.clone()) {
+                Ok(()) => {
+                    inner.flush();
+                    Poll::Ready(())
+                }
+                Err(SendError::Blocked) => {
+                    inner.wait_send(self.id, cx);
+                    Poll::Pending
+                }
+                Err(SendError::TooLarge { .. }) => {
+                    let head = crate::proto::close_head(
+                        Code::RESOURCE_EXHAUSTED,
+                        "response exceeds the client's MAX_MESSAGE",
+                    );
+                    if inner.conn.close(self.id, &head, None, None).is_ok() {
+                        inner.flush();
+                    }
+                    Poll::Ready(())
+                }
+                Err(_) => Poll::Ready(()),
+            }
+        })
+        .await;
+    }
+}
+
+fn merge(mut trailers: Metadata, extra: &Metadata) -> Metadata {
+    for (k, v) in extra.entries() {
+        trailers.push_checked(k.clone(), v.clone());
+    }
+    trailers
+}
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+type Handler = Arc<dyn Fn(ServerCall) -> BoxFuture<()> + Send + Sync>;
+type BoxStream = Pin<Box<dyn Stream<Item = Result<Bytes, Status>> + Send>>;
+
+/// Routes calls by method path to handlers. A `tower::Service<ServerCall>`;
+/// unknown methods get `UNIMPLEMENTED`.
+#[derive(Clone, Default)]
+pub struct Router {
+    routes: Arc<HashMap<Bytes, Handler>>,
+    duplicates: Vec<String>,
+}
+
+impl fmt::Debug for Router {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut paths: Vec<_> = self
+            .routes
+            .keys()
+            .map(|k| String::from_utf8_lossy(k).into_owned())
+            .collect();
+        paths.sort();
+        f.debug_struct("Router").field("routes", &paths).finish()
+    }
+}
+
+/// A route was registered twice.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DuplicateRoute(pub Vec<String>);
+
+impl fmt::Display for DuplicateRoute {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "method paths registered twice: {}", self.0.join(", "))
+    }
+}
+
+impl std::error::Error for DuplicateRoute {}
+
+impl Router {
+    /// No routes.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn add(mut self, path: impl Into<Method>, handler: Handler) -> Self {
+        let path = path.into();
+        let routes = Arc::make_mut(&mut self.routes);
+        if routes.insert(path.0.clone(), handler).is_some() {
+            self.duplicates.push(path.as_str().to_owned());
+        }
+        self
+    }
+
+    /// Checks that no path was registered twice.
+    pub fn check(&self) -> Result<(), DuplicateRoute> {
+        if self.duplicates.is_empty() {
+            Ok(())
+        } else {
+            Err(DuplicateRoute(self.duplicates.clone()))
+        }
+    }
+
+    /// Adds every route of `other`.
+    pub fn merge(mut self, other: Router) -> Self {
+        self.duplicates.extend(other.duplicates.iter().cloned());
+        for (k, v) in other.routes.iter() {
+            let routes = Arc::make_mut(&mut self.routes);
+            if routes.insert(k.clone(), v.clone()).is_some() {
+                self.duplicates
+                    .push(String::from_utf8_lossy(k).into_owned());
+            }
+        }
+        self
+    }
+
+    /// A unary method.
+    pub fn unary<F, Fut>(self, path: impl Into<Method>, f: F) -> Self
+    where
+        F: Fn(Request<Bytes>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Response<Bytes>, Status>> + Send + 'static,
+    {
+        let f = Arc::new(f);
+        self.add(
+            path,
+            Arc::new(move |call: ServerCall| {
+                let f = f.clone();
+                Box::pin(async move {
+                    let (req, w) = call.into_request();
+                    let req = match single(req).await {
+                        Ok(r) => r,
+                        Err(s) => return w.close(&s, None, Metadata::new(), None).await,
+                    };
+                    respond_unary(w, f(req).await).await;
+                })
+            }),
+        )
+    }
+
+    /// A server-streaming method: one request, a stream of responses.
+    pub fn server_streaming<F, Fut, S>(self, path: impl Into<Method>, f: F) -> Self
+    where
+        F: Fn(Request<Bytes>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Response<S>, Status>> + Send + 'static,
+        S: Stream<Item = Result<Bytes, Status>> + Send + 'static,
+    {
+        let f = Arc::new(f);
+        self.add(
+            path,
+            Arc::new(move |call: ServerCall| {
+                let f = f.clone();
+                Box::pin(async move {
+                    let (req, w) = call.into_request();
+                    let req = match single(req).await {
+                        Ok(r) => r,
+                        Err(s) => return w.close(&s, None, Metadata::new(), None).await,
+                    };
+                    respond_stream(w, f(req).await).await;
+                })
+            }),
+        )
+    }
+
+    /// A client-streaming method: a stream of requests, one response.
+    pub fn client_streaming<F, Fut>(self, path: impl Into<Method>, f: F) -> Self
+    where
+        F: Fn(Request<Streaming>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Response<Bytes>, Status>> + Send + 'static,
+    {
+        let f = Arc::new(f);
+        self.add(
+            path,
+            Arc::new(move |call: ServerCall| {
+                let f = f.clone();
+                Box::pin(async move {
+                    let (req, w) = call.into_request();
+                    respond_unary(w, f(req).await).await;
+                })
+            }),
+        )
+    }
+
+    /// A bidirectional-streaming method.
+    pub fn streaming<F, Fut, S>(self, path: impl Into<Method>, f: F) -> Self
+    where
+        F: Fn(Request<Streaming>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Response<S>, Status>> + Send + 'static,
+        S: Stream<Item = Result<Bytes, Status>> + Send + 'static,
+    {
+        let f = Arc::new(f);
+        self.add(
+            path,
+            Arc::new(move |call: ServerCall| {
+                let f = f.clone();
+                Box::pin(async move {
+                    let (req, w) = call.into_request();
+                    respond_stream(w, f(req).await).await;
+                })
+            }),
+        )
+    }
+}
+
+/// Reads the one request message of a unary or server-streaming call.
+async fn single(mut req: Request<Streaming>) -> Result<Request<Bytes>, Status> {
+    let Some(message) = req.message.message().await? else {
+        return Err(Status::internal("missing request message"));
+    };
+    if req.message.message().await?.is_some() {
+        return Err(Status::internal("more than one request message"));
+    }
+    Ok(req.map(|_| message))
+}
+
+async fn respond_unary(w: CallWriter, r: Result<Response<Bytes>, Status>) {
+    match r {
+        Ok(resp) => {
+            let ok = Status::new(Code::OK, "");
+            w.close(&ok, Some(&resp.headers), resp.trailers, Some(resp.message))
+                .await
+        }
+        Err(s) => w.close(&s, None, Metadata::new(), None).await,
+    }
+}
+
+async fn respond_stream<S>(mut w: CallWriter, r: Result<Response<S>, Status>)
+where
+    S: Stream<Item = Result<Bytes, Status>> + Send + 'static,
+{
+    let resp = match r {
+        Ok(r) => r,
+        Err(s) => return w.close(&s, None, Metadata::new(), None).await,
+    };
+    let (headers, stream, trailers) = resp.into_parts();
+    w.send_headers(&headers);
+    let mut stream: BoxStream = Box::pin(stream);
+    while let Some(item) = poll_fn(|cx| stream.as_mut().poll_next(cx)).await {
+        match item {
+            Ok(m) => {
+                if w.send(m).await.is_err() {
+                    return; // the call is gone (cancelled, connection lost)
+                }
+            }
+            Err(s) => return w.close(&s, None, trailers, None).await,
+        }
+    }
+    w.close(&Status::new(Code::OK, ""), None, trailers, None)
+        .await;
+}
+
+impl Service<ServerCall> for Router {
+    type Response = ();
+    type Error = Infallible;
+    type Future = BoxFuture<Result<(), Infallible>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, call: ServerCall) -> Self::Future {
+        match self.routes.get(&call.method.0) {
+            Some(h) => {
+                let fut = h(call);
+                Box::pin(async move {
+                    fut.await;
+                    Ok(())
+                })
+            }
+            None => Box::pin(async move {
+                let m = call.method.as_str().to_owned();
+                call.reject(Status::unimplemented(format!("unknown method {m}")))
+                    .await;
+                Ok(())
+            }),
+        }
+    }
+}
+
+/// Maps a service error to the status sent to the client.
+fn error_status(e: BoxError) -> Status {
+    match e.downcast::<Status>() {
+        Ok(s) => *s,
+        Err(e) => {
+            if e.is::<tower::timeout::error::Elapsed>() {
+                Status::deadline_exceeded("server timeout elapsed")
+            } else if e.is::<tower::load_shed::error::Overloaded>() {
+                Status::resource_exhausted("server overloaded")
+            } else {
+                Status::unknown(e.to_string())
+            }
+        }
+    }
+}
+
+/// Configures a server.
+#[derive(Clone, Debug)]
+pub struct Server {
+    limits: zap_transport::Limits,
+    drain_timeout: Duration,
+}
+
+impl Default for Server {
+    fn default() -> Self {
+        Server {
+            limits: zap_transport::Limits::default(),
+            drain_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// The server could not start.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum ServeError {
+    /// A method path was registered twice.
+    DuplicateRoute(DuplicateRoute),
+}
+
+impl fmt::Display for ServeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ServeError::DuplicateRoute(d) => d.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for ServeError {}
+
+impl Server {
+    /// A server with default limits and a 30 s drain timeout.
+    pub fn builder() -> Self {
+        Self::default()
+    }
+
+    /// Protocol limits: concurrent calls, frame size, timeouts, keepalive.
+    /// (Transport limits are set on the [`Listener`].)
+    #[must_use]
+    pub fn limits(mut self, limits: zap_transport::Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// How long shutdown lets calls in flight finish before stopping them.
+    #[must_use]
+    pub fn drain_timeout(mut self, d: Duration) -> Self {
+        self.drain_timeout = d;
+        self
+    }
+
+    /// Serves `router` on `listener` until the process ends.
+    pub async fn serve(self, listener: Listener, router: Router) -> Result<(), ServeError> {
+        router.check().map_err(ServeError::DuplicateRoute)?;
+        self.serve_service(listener, router, std::future::pending())
+            .await;
+        Ok(())
+    }
+
+    /// Serves `router` until `shutdown` completes, then drains (see
+    /// [`serve_service`](Self::serve_service)).
+    pub async fn serve_with_shutdown<F>(
+        self,
+        listener: Listener,
+        router: Router,
+        shutdown: F,
+    ) -> Result<(), ServeError>
+    where
+        F: Future<Output = ()>,
+    {
+        router.check().map_err(ServeError::DuplicateRoute)?;
+        self.serve_service(listener, router, shutdown).await;
+        Ok(())
+    }
+
+    /// Serves any `tower::Service<ServerCall>` (a [`Router`] wrapped in
+    /// layers, typically) until `shutdown` completes. Then: stop accepting,
+    /// send GOAWAY on every connection (new calls get `UNAVAILABLE`), let
+    /// calls in flight finish for up to the drain timeout, stop the rest,
+    /// and return.
+    ///
+    /// The accept loop never ends because one connection failed: accept
+    /// errors are retried (after a short pause for resource exhaustion).
+    pub async fn serve_service<S, F>(self, listener: Listener, service: S, shutdown: F)
+    where
+        S: Service<ServerCall, Response = ()> + Clone + Send + 'static,
+        S::Error: Into<BoxError>,
+        S::Future: Send + 'static,
+        F: Future<Output = ()>,
+    {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let conns = Arc::new(ConnSet::default());
+        let limits = self.limits.clone();
+        let mut shutdown = std::pin::pin!(shutdown);
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => break,
+                incoming = listener.accept() => match incoming {
+                    Ok(incoming) => {
+                        // One clone of the service per connection; its
+                        // driver clones it again per call, uncontended.
+                        let spawner = spawner(service.clone());
+                        let limits = limits.clone();
+                        let conns = conns.clone();
+                        let stop = stop_rx.clone();
+                        tokio::spawn(async move {
+                            let Ok(conn) = incoming.handshake().await else {
+                                return;
+                            };
+                            let (stream, peer, guard) = conn.into_parts();
+                            let proto = Connection::server(proto_config(&limits), Instant::now());
+                            let shared = Shared::new(proto, peer);
+                            let key = conns.insert(shared.clone());
+                            let driver = Driver::new(shared.clone(), stream, Some(spawner), Some(guard));
+                            watch_shutdown(driver, shared, stop).await;
+                            conns.remove(key);
+                        });
+                    }
+                    Err(e) => {
+                        // Per-connection accept failures must not end the
+                        // server (RUSTSEC-2024-0376). Pause briefly when the
+                        // process is out of descriptors.
+                        if is_resource_error(&e) {
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                        }
+                    }
+                },
+            }
+        }
+        drop(listener);
+        let _ = stop_tx.send(true);
+        let deadline = tokio::time::Instant::now() + self.drain_timeout;
+        while !conns.is_empty() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        for shared in conns.all() {
+            close_now(&shared, Reason::NO_ERROR, "server shut down");
+        }
+        // The drivers write their GOAWAY and end; give them a moment.
+        let end = tokio::time::Instant::now() + Duration::from_secs(1);
+        while !conns.is_empty() && tokio::time::Instant::now() < end {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+}
+
+fn is_resource_error(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(23 | 24)) // ENFILE, EMFILE
+}
+
+/// Runs a connection's driver; on shutdown, sends GOAWAY and keeps driving
+/// until the connection ends (the server closes it at the drain deadline).
+async fn watch_shutdown(driver: Driver, shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    let mut driver = std::pin::pin!(driver);
+    tokio::select! {
+        _ = &mut driver => return,
+        _ = stop.wait_for(|s| *s) => {}
+    }
+    {
+        let mut inner = shared.lock();
+        inner.conn.goaway("server shutting down");
+        inner.wake_driver();
+    }
+    // Close as soon as no call is left.
+    let idle = async {
+        loop {
+            if shared.lock().calls.is_empty() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    };
+    tokio::select! {
+        _ = &mut driver => return,
+        _ = idle => close_now(&shared, Reason::NO_ERROR, "drained"),
+    }
+    driver.await;
+}
+
+#[derive(Default)]
+struct ConnSet {
+    map: std::sync::Mutex<(u64, HashMap<u64, Arc<Shared>>)>,
+}
+
+impl ConnSet {
+    fn lock(&self) -> std::sync::MutexGuard<'_, (u64, HashMap<u64, Arc<Shared>>)> {
+        self.map.lock().unwrap_or_else(|e| e.into_inner())
+    }
+    fn insert(&self, s: Arc<Shared>) -> u64 {
+        let mut g = self.lock();
+        g.0 += 1;
+        let k = g.0;
+        g.1.insert(k, s);
+        k
+    }
+    fn remove(&self, k: u64) {
+        self.lock().1.remove(&k);
+    }
+    fn is_empty(&self) -> bool {
+        self.lock().1.is_empty()
+    }
+    fn all(&self) -> Vec<Arc<Shared>> {
+        self.lock().1.values().cloned().collect()
+    }
+}
+
+/// Builds the function the drivers use to start each call: a task that
+/// runs the service, stopped when the call is cancelled.
+fn spawner<S>(service: S) -> Spawner
+where
+    S: Service<ServerCall, Response = ()> + Clone + Send + 'static,
+    S::Error: Into<BoxError>,
+    S::Future: Send + 'static,
+{
+    let service = std::sync::Mutex::new(service);
+    Arc::new(move |shared: Arc<Shared>, nc: NewCall| {
+        let svc = service.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        tokio::spawn(run_call(svc, shared, nc));
+    })
+}
+
+async fn run_call<S>(mut svc: S, shared: Arc<Shared>, nc: NewCall)
+where
+    S: Service<ServerCall, Response = ()> + Send,
+    S::Error: Into<BoxError>,
+    S::Future: Send,
+{
+    let id = nc.id;
+    let now = Instant::now();
+    let call = ServerCall {
+        shared: shared.clone(),
+        id,
+        method: Method(nc.head.method),
+        metadata: nc.head.metadata,
+        deadline: nc.head.timeout.and_then(|t| now.checked_add(t)),
+    };
+    let work = async {
+        if let Err(e) = poll_fn(|cx| svc.poll_ready(cx)).await {
+            return Err(e.into());
+        }
+        svc.call(call).await.map_err(Into::into)
+    };
+    let cancelled = poll_fn(|cx| shared.lock().poll_cancelled(id, cx));
+    let result = tokio::select! {
+        biased;
+        _ = cancelled => None,
+        r = work => Some(r),
+    };
+    let mut inner = shared.lock();
+    if let Some(r) = result {
+        // A service that returned without ending the call (an error from a
+        // layer, or a handler that forgot) ends it here.
+        let status = match r {
+            Err(e) => Some(error_status(e)),
+            Ok(()) => Some(Status::internal("handler ended without a status")),
+        };
+        if let Some(s) = status {
+            let head = CloseHead {
+                code: s.code(),
+                message: Bytes::copy_from_slice(s.message().as_bytes()),
+                details: s.details().clone(),
+                trailers: s.metadata().clone(),
+            };
+            if inner.conn.close(id, &head, None, None).is_ok() {
+                inner.flush();
+            }
+        }
+    }
+    inner.remove_call(id);
+}

@@ -1,0 +1,910 @@
+//! The runtime over real loopback sockets. Every behaviour test is written
+//! once and run for each transport (`tcp`, `tls`, `unix`) by
+//! `for_each_transport!`, so later backends reuse the suite.
+#![allow(clippy::unwrap_used)]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::oneshot;
+use zap::transport::test_certs::TestPki;
+use zap::transport::{ClientTls, Connector, Limits, Listener, ServerTls, Url};
+use zap::{Channel, Code, Metadata, Request, Response, Router, Server, Status, Streaming};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Transport {
+    Tcp,
+    Tls,
+    Unix,
+}
+
+/// A running server and what a client needs to reach it.
+struct Env {
+    url: Url,
+    pki: Arc<TestPki>,
+    transport: Transport,
+    shutdown: Option<oneshot::Sender<()>>,
+    served: Option<tokio::task::JoinHandle<()>>,
+}
+
+fn pki() -> Arc<TestPki> {
+    static PKI: std::sync::OnceLock<Arc<TestPki>> = std::sync::OnceLock::new();
+    PKI.get_or_init(|| Arc::new(TestPki::generate())).clone()
+}
+
+fn unique_socket() -> std::path::PathBuf {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    std::env::temp_dir().join(format!(
+        "zap-rpc-{}-{}.sock",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ))
+}
+
+async fn listener(t: Transport, limits: Limits, client_ca: bool) -> Listener {
+    let pki = pki();
+    match t {
+        Transport::Tcp => {
+            let url = Url::parse("zap://127.0.0.1:0").unwrap();
+            Listener::bind(&url, None, limits).await.unwrap()
+        }
+        Transport::Unix => {
+            let url = Url::parse(&format!("zap+unix://{}", unique_socket().display())).unwrap();
+            Listener::bind(&url, None, limits).await.unwrap()
+        }
+        Transport::Tls => {
+            let url = Url::parse("zaps://127.0.0.1:0").unwrap();
+            let tls = if client_ca {
+                ServerTls::with_client_auth(
+                    pki.server_cert_pem.as_bytes(),
+                    pki.server_key_pem.as_bytes(),
+                    pki.ca_pem.as_bytes(),
+                    true,
+                )
+            } else {
+                ServerTls::from_pem(
+                    pki.server_cert_pem.as_bytes(),
+                    pki.server_key_pem.as_bytes(),
+                )
+            }
+            .unwrap();
+            Listener::bind(&url, Some(tls), limits).await.unwrap()
+        }
+    }
+}
+
+async fn start_with(t: Transport, router: Router, server: Server, limits: Limits) -> Env {
+    let l = listener(t, limits, false).await;
+    let mut url = l.local_url();
+    if t == Transport::Tls {
+        // Name the server by its certificate's DNS name.
+        url = Url::parse(&format!("zaps://localhost:{}", url.port().unwrap())).unwrap();
+    }
+    let (tx, rx) = oneshot::channel::<()>();
+    let served = tokio::spawn(async move {
+        server
+            .serve_with_shutdown(l, router, async {
+                let _ = rx.await;
+            })
+            .await
+            .unwrap();
+    });
+    Env {
+        url,
+        pki: pki(),
+        transport: t,
+        shutdown: Some(tx),
+        served: Some(served),
+    }
+}
+
+async fn start(t: Transport, router: Router) -> Env {
+    start_with(t, router, Server::builder(), Limits::default()).await
+}
+
+impl Env {
+    fn client_tls(&self) -> ClientTls {
+        ClientTls::with_roots_pem(self.pki.ca_pem.as_bytes()).unwrap()
+    }
+
+    fn channel(&self) -> Channel {
+        let mut b = Channel::builder(self.url.clone());
+        if self.transport == Transport::Tls {
+            b = b.tls(self.client_tls());
+        }
+        b.connect_lazy()
+    }
+
+    /// A raw transport stream to the server (TLS done), for hostile bytes.
+    async fn raw(&self) -> zap::transport::Stream {
+        let mut c = Connector::new(Limits::default());
+        if self.transport == Transport::Tls {
+            c = c.with_tls(self.client_tls());
+        }
+        c.connect(&self.url).await.unwrap().stream
+    }
+
+    async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(h) = self.served.take() {
+            tokio::time::timeout(Duration::from_secs(20), h)
+                .await
+                .expect("server did not stop")
+                .unwrap();
+        }
+    }
+}
+
+macro_rules! for_each_transport {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            use super::*;
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn tcp() { super::$name(Transport::Tcp).await }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn tls() { super::$name(Transport::Tls).await }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn unix() { super::$name(Transport::Unix).await }
+        }
+    )*};
+}
+
+for_each_transport!(
+    all_call_kinds,
+    bidi_flow_control_bounds_buffering,
+    concurrent_calls_and_slow_handler,
+    deadline_exceeded_and_propagation,
+    dropping_a_call_cancels_the_handler,
+    metadata_round_trips,
+    errors_and_unimplemented,
+    hostile_bytes_close_only_that_connection,
+    max_concurrent_streams_refused,
+    silent_client_is_closed,
+    graceful_shutdown,
+    tower_layers_on_both_sides,
+);
+
+/// A `Stream` of a `Streaming`'s messages, ending at the first error.
+fn echo_stream(s: Streaming) -> impl futures_util::Stream<Item = Result<Bytes, Status>> + Send {
+    futures_util::stream::unfold(s, |mut s| async move {
+        match s.message().await {
+            Ok(Some(m)) => Some((Ok(m), s)),
+            Ok(None) => None,
+            Err(e) => Some((Err(e), s)),
+        }
+    })
+}
+
+fn echo_router() -> Router {
+    Router::new()
+        .unary("/test.Echo/Unary", |req: Request<Bytes>| async move {
+            Ok(Response::new(req.into_inner()))
+        })
+        .server_streaming("/test.Echo/Split", |req: Request<Bytes>| async move {
+            let parts: Vec<Result<Bytes, Status>> = req
+                .into_inner()
+                .chunks(1)
+                .map(|c| Ok(Bytes::copy_from_slice(c)))
+                .collect();
+            Ok(Response::new(futures_util::stream::iter(parts)))
+        })
+        .client_streaming("/test.Echo/Concat", |req: Request<Streaming>| async move {
+            let mut s = req.into_inner();
+            let mut all = Vec::new();
+            while let Some(m) = s.message().await? {
+                all.extend_from_slice(&m);
+            }
+            Ok(Response::new(Bytes::from(all)))
+        })
+        .streaming("/test.Echo/Bidi", |req: Request<Streaming>| async move {
+            Ok(Response::new(echo_stream(req.into_inner())))
+        })
+}
+
+async fn all_call_kinds(t: Transport) {
+    let env = start(t, echo_router()).await;
+    let ch = env.channel();
+    let r = ch
+        .unary(
+            "/test.Echo/Unary",
+            Request::new(Bytes::from_static(b"hello")),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.get_ref(), &Bytes::from_static(b"hello"));
+
+    let r = ch
+        .server_streaming("/test.Echo/Split", Request::new(Bytes::from_static(b"abc")))
+        .await
+        .unwrap();
+    let parts: Vec<Bytes> = r.into_inner().map(|m| m.unwrap()).collect::<Vec<_>>().await;
+    assert_eq!(parts, [&b"a"[..], b"b", b"c"]);
+
+    let msgs = futures_util::stream::iter([&b"x"[..], b"y", b"z"].map(Bytes::from_static));
+    let r = ch
+        .client_streaming("/test.Echo/Concat", Request::new(msgs))
+        .await
+        .unwrap();
+    assert_eq!(r.get_ref(), &Bytes::from_static(b"xyz"));
+
+    let msgs = futures_util::stream::iter((0..5u8).map(|i| Bytes::from(vec![i])));
+    let r = ch
+        .streaming("/test.Echo/Bidi", Request::new(msgs))
+        .await
+        .unwrap();
+    let back: Vec<Bytes> = r.into_inner().map(|m| m.unwrap()).collect().await;
+    assert_eq!(
+        back,
+        (0..5u8).map(|i| Bytes::from(vec![i])).collect::<Vec<_>>()
+    );
+    env.stop().await;
+}
+
+async fn bidi_flow_control_bounds_buffering(t: Transport) {
+    let env = start(t, echo_router()).await;
+    let ch = env.channel();
+    const N: usize = 10_000;
+    const SIZE: usize = 1024;
+    let (mut tx, resp) = ch.open("/test.Echo/Bidi", Request::new(())).await.unwrap();
+    let sent = Arc::new(AtomicUsize::new(0));
+    let sent2 = sent.clone();
+    let sender = tokio::spawn(async move {
+        for i in 0..N {
+            let mut m = vec![0u8; SIZE];
+            m[..8].copy_from_slice(&(i as u64).to_le_bytes());
+            tx.send(Bytes::from(m)).await.unwrap();
+            sent2.fetch_add(1, Ordering::SeqCst);
+        }
+        tx.finish().unwrap();
+    });
+    let mut stream = resp.into_stream().await.unwrap().into_inner();
+    let mut received = 0usize;
+    let mut max_ahead = 0usize;
+    while let Some(m) = stream.message().await.unwrap() {
+        assert_eq!(
+            u64::from_le_bytes(m[..8].try_into().unwrap()),
+            received as u64,
+            "order"
+        );
+        received += 1;
+        max_ahead = max_ahead.max(sent.load(Ordering::SeqCst) - received);
+        if received.is_multiple_of(500) {
+            // A slow consumer.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    sender.await.unwrap();
+    assert_eq!(received, N);
+    // Both directions' windows (1 MiB each) plus one message each: the
+    // sender can be ahead by about 2 MiB / 1056 B ≈ 1986 messages, not 10k.
+    let bound = 2 * ((1 << 20) / (SIZE + 32) + 2) + 16;
+    assert!(
+        max_ahead <= bound,
+        "sender ran {max_ahead} messages ahead (bound {bound}): flow control failed"
+    );
+    env.stop().await;
+}
+
+async fn concurrent_calls_and_slow_handler(t: Transport) {
+    let router = echo_router().unary("/test.Slow/Sleep", |req: Request<Bytes>| async move {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        Ok(Response::new(req.into_inner()))
+    });
+    let env = start(t, router).await;
+    let ch = env.channel();
+    let slow_done = Arc::new(AtomicBool::new(false));
+    let sd = slow_done.clone();
+    let ch2 = ch.clone();
+    let slow = tokio::spawn(async move {
+        ch2.unary("/test.Slow/Sleep", Request::new(Bytes::new()))
+            .await
+            .unwrap();
+        sd.store(true, Ordering::SeqCst);
+    });
+    let calls = (0..1000u32).map(|i| {
+        let ch = ch.clone();
+        tokio::spawn(async move {
+            let body = Bytes::from(i.to_le_bytes().to_vec());
+            let r = ch
+                .unary("/test.Echo/Unary", Request::new(body.clone()))
+                .await;
+            assert_eq!(r.unwrap().into_inner(), body);
+        })
+    });
+    for c in futures_util::future::join_all(calls).await {
+        c.unwrap();
+    }
+    assert!(
+        !slow_done.load(Ordering::SeqCst),
+        "1,000 fast calls waited for the slow handler"
+    );
+    slow.await.unwrap();
+    env.stop().await;
+}
+
+/// Sets a flag when dropped: the handler observed its cancellation.
+struct DropFlag(Arc<AtomicBool>);
+impl Drop for DropFlag {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
+async fn wait_flag(f: &AtomicBool) {
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while !f.load(Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("flag never set");
+}
+
+async fn deadline_exceeded_and_propagation(t: Transport) {
+    let cancelled = Arc::new(AtomicBool::new(false));
+    let remaining = Arc::new(std::sync::Mutex::new(None));
+    let (c, r) = (cancelled.clone(), remaining.clone());
+    let router = Router::new().unary("/test.Slow/Sleep", move |req: Request<Bytes>| {
+        let (c, r) = (c.clone(), r.clone());
+        async move {
+            let _flag = DropFlag(c);
+            *r.lock().unwrap() = req.remaining();
+            tokio::time::sleep(Duration::from_secs(10)).await;
+            Ok(Response::new(Bytes::new()))
+        }
+    });
+    let env = start(t, router).await;
+    let ch = env.channel();
+    let mut req = Request::new(Bytes::new());
+    req.set_timeout(Duration::from_millis(50));
+    let started = Instant::now();
+    let err = ch.unary("/test.Slow/Sleep", req).await.unwrap_err();
+    let took = started.elapsed();
+    assert_eq!(err.code(), Code::DEADLINE_EXCEEDED, "{err}");
+    // Prompt: ended by the deadline, not by the 10 s handler.
+    assert!(took < Duration::from_secs(5), "took {took:?}");
+    wait_flag(&cancelled).await;
+    let left = remaining.lock().unwrap().expect("handler saw a deadline");
+    assert!(left <= Duration::from_millis(50), "remaining {left:?}");
+    // Propagation: a request built from the incoming one inherits it.
+    let mut incoming = Request::new(());
+    incoming.set_timeout(Duration::from_millis(30));
+    let mut outgoing = Request::new(());
+    outgoing.propagate_deadline(&incoming);
+    assert_eq!(outgoing.deadline(), incoming.deadline());
+    env.stop().await;
+}
+
+async fn dropping_a_call_cancels_the_handler(t: Transport) {
+    let cancelled = Arc::new(AtomicBool::new(false));
+    let (started_tx, started_rx) = tokio::sync::mpsc::channel::<()>(1);
+    let c = cancelled.clone();
+    let router = Router::new().unary("/test.Slow/Sleep", move |_req: Request<Bytes>| {
+        let (c, tx) = (c.clone(), started_tx.clone());
+        async move {
+            let _flag = DropFlag(c);
+            let _ = tx.send(()).await;
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            Ok(Response::new(Bytes::new()))
+        }
+    });
+    let env = start(t, router).await;
+    let ch = env.channel();
+    let mut started_rx = started_rx;
+    let call = tokio::spawn({
+        let ch = ch.clone();
+        async move {
+            ch.unary("/test.Slow/Sleep", Request::new(Bytes::new()))
+                .await
+        }
+    });
+    started_rx.recv().await.unwrap();
+    call.abort(); // drops the call future
+    wait_flag(&cancelled).await;
+    // The connection is still good.
+    let ok = ch
+        .unary("/test.Slow/Missing", Request::new(Bytes::new()))
+        .await
+        .unwrap_err();
+    assert_eq!(ok.code(), Code::UNIMPLEMENTED);
+    env.stop().await;
+}
+
+async fn metadata_round_trips(t: Transport) {
+    let router = Router::new()
+        .unary("/test.Md/Unary", |req: Request<Bytes>| async move {
+            let md = req.metadata();
+            assert_eq!(md.get("x-user"), Some("alice"));
+            let mut resp = Response::new(md.get_bin("trace-bin").unwrap().clone());
+            resp.headers_mut().insert("x-server", "s1").unwrap();
+            resp.headers_mut()
+                .insert_bin("h-bin", vec![0u8, 255])
+                .unwrap();
+            resp.trailers_mut().insert("x-cost", "7").unwrap();
+            resp.trailers_mut()
+                .insert_bin("t-bin", vec![1u8, 2])
+                .unwrap();
+            Ok(resp)
+        })
+        .server_streaming("/test.Md/Stream", |_req: Request<Bytes>| async move {
+            let mut resp =
+                Response::new(futures_util::stream::iter([Ok(Bytes::from_static(b"1"))]));
+            resp.headers_mut().insert("x-h", "v").unwrap();
+            resp.trailers_mut()
+                .insert_bin("end-bin", vec![9u8])
+                .unwrap();
+            Ok(resp)
+        });
+    let env = start(t, router).await;
+    let ch = env.channel();
+    let mut req = Request::new(Bytes::new());
+    req.metadata_mut().insert("x-user", "alice").unwrap();
+    req.metadata_mut()
+        .insert_bin("trace-bin", vec![0xde, 0xad])
+        .unwrap();
+    let r = ch.unary("/test.Md/Unary", req).await.unwrap();
+    assert_eq!(r.get_ref().as_ref(), &[0xde, 0xad]);
+    assert_eq!(r.headers().get("x-server"), Some("s1"));
+    assert_eq!(r.headers().get_bin("h-bin").unwrap().as_ref(), &[0, 255]);
+    assert_eq!(r.trailers().get("x-cost"), Some("7"));
+    assert_eq!(r.trailers().get_bin("t-bin").unwrap().as_ref(), &[1, 2]);
+
+    let r = ch
+        .server_streaming("/test.Md/Stream", Request::new(Bytes::new()))
+        .await
+        .unwrap();
+    assert_eq!(r.headers().get("x-h"), Some("v"));
+    let mut s = r.into_inner();
+    assert_eq!(
+        s.message().await.unwrap().unwrap(),
+        Bytes::from_static(b"1")
+    );
+    assert!(s.message().await.unwrap().is_none());
+    assert_eq!(
+        s.trailers().unwrap().get_bin("end-bin").unwrap().as_ref(),
+        &[9]
+    );
+    env.stop().await;
+}
+
+async fn errors_and_unimplemented(t: Transport) {
+    let router = Router::new().unary("/test.Err/Fail", |_req: Request<Bytes>| async move {
+        let mut s = Status::with_details(
+            Code::FAILED_PRECONDITION,
+            "balance too low",
+            Bytes::from_static(b"\x08\x01details"),
+        );
+        s.metadata_mut().insert("retry-after", "5").unwrap();
+        Err::<Response<Bytes>, _>(s)
+    });
+    let env = start(t, router).await;
+    let ch = env.channel();
+    let e = ch
+        .unary("/test.Err/Fail", Request::new(Bytes::new()))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::FAILED_PRECONDITION);
+    assert_eq!(e.message(), "balance too low");
+    assert_eq!(e.details().as_ref(), b"\x08\x01details");
+    assert_eq!(e.metadata().get("retry-after"), Some("5"));
+    let e = ch
+        .unary("/test.Err/Nope", Request::new(Bytes::new()))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::UNIMPLEMENTED);
+    assert!(e.message().contains("/test.Err/Nope"));
+    let e = ch
+        .unary("/other.Service/Fail", Request::new(Bytes::new()))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::UNIMPLEMENTED);
+    env.stop().await;
+}
+
+/// Reads until EOF or error; returns whether it ended within 5 s.
+async fn closed_by_server(s: &mut zap::transport::Stream) -> bool {
+    let mut buf = vec![0u8; 4096];
+    tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await
+    .is_ok()
+}
+
+async fn hostile_bytes_close_only_that_connection(t: Transport) {
+    let env = start(t, echo_router()).await;
+    let ch = env.channel();
+    ch.unary(
+        "/test.Echo/Unary",
+        Request::new(Bytes::from_static(b"before")),
+    )
+    .await
+    .unwrap();
+
+    let settings = [10u8, 0, 0, 0, 0, 0, 0, 0, 0, 0].map(|_| 0u8); // empty SETTINGS
+    let mut huge = zap::proto::PREFACE.to_vec();
+    huge.extend_from_slice(&settings);
+    huge.extend_from_slice(&[0xff, 0xff, 0xff, 0xff, 2, 0, 1, 0, 0, 0]); // 4 GiB MESSAGE
+    let mut truncated = zap::proto::PREFACE.to_vec();
+    truncated.extend_from_slice(&settings);
+    truncated.extend_from_slice(&[100, 0, 0, 0, 2, 0]); // header cut short, then EOF
+    let cases: [(&str, Vec<u8>); 4] = [
+        ("4 GiB length prefix", huge),
+        ("garbage", b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec()),
+        (
+            "HTTP/2 preface",
+            b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec(),
+        ),
+        ("truncated frame", truncated),
+    ];
+    for (name, bytes) in cases {
+        let mut raw = env.raw().await;
+        raw.write_all(&bytes).await.unwrap();
+        if name == "truncated frame" {
+            raw.shutdown().await.unwrap();
+        }
+        assert!(
+            closed_by_server(&mut raw).await,
+            "{name}: connection not closed"
+        );
+        // Others are still served.
+        let r = ch
+            .unary(
+                "/test.Echo/Unary",
+                Request::new(Bytes::from_static(b"after")),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{name}: server stopped serving: {e}"));
+        assert_eq!(r.get_ref(), &Bytes::from_static(b"after"));
+    }
+    env.stop().await;
+}
+
+async fn max_concurrent_streams_refused(t: Transport) {
+    let (release_tx, release_rx) = tokio::sync::watch::channel(false);
+    let router = Router::new().unary("/test.Block/Wait", move |_req: Request<Bytes>| {
+        let mut rx = release_rx.clone();
+        async move {
+            let _ = rx.wait_for(|r| *r).await;
+            Ok(Response::new(Bytes::new()))
+        }
+    });
+    let limits = Limits::default().with_max_concurrent_streams(2);
+    let env = start_with(t, router, Server::builder().limits(limits.clone()), limits).await;
+    let ch = env.channel();
+    let held: Vec<_> = (0..2)
+        .map(|_| {
+            let ch = ch.clone();
+            tokio::spawn(async move {
+                ch.unary("/test.Block/Wait", Request::new(Bytes::new()))
+                    .await
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let e = tokio::time::timeout(
+        Duration::from_secs(5),
+        ch.unary("/test.Block/Wait", Request::new(Bytes::new())),
+    )
+    .await
+    .expect("the third call hung")
+    .unwrap_err();
+    assert_eq!(e.code(), Code::RESOURCE_EXHAUSTED, "{e}");
+    release_tx.send(true).unwrap();
+    for h in held {
+        h.await.unwrap().unwrap();
+    }
+
+    // Max connections: a second connection is refused, never left hanging.
+    let env2 = start_with(
+        t,
+        echo_router(),
+        Server::builder(),
+        Limits::default().with_max_connections(1),
+    )
+    .await;
+    let first = env2.channel();
+    first
+        .unary("/test.Echo/Unary", Request::new(Bytes::new()))
+        .await
+        .unwrap();
+    let second = env2.channel();
+    let r = tokio::time::timeout(
+        Duration::from_secs(10),
+        second.unary("/test.Echo/Unary", Request::new(Bytes::new())),
+    )
+    .await
+    .expect("call on a refused connection hung");
+    assert_eq!(r.unwrap_err().code(), Code::UNAVAILABLE);
+    env2.stop().await;
+    env.stop().await;
+}
+
+async fn silent_client_is_closed(t: Transport) {
+    let limits = Limits::default().with_handshake_timeout(Duration::from_millis(300));
+    let env = start_with(
+        t,
+        echo_router(),
+        Server::builder().limits(limits.clone()),
+        limits,
+    )
+    .await;
+    // Connects (TLS done) and says nothing: closed after the handshake timeout.
+    let mut raw = env.raw().await;
+    assert!(closed_by_server(&mut raw).await, "silent client kept open");
+    env.stop().await;
+}
+
+async fn graceful_shutdown(t: Transport) {
+    let router = echo_router()
+        .unary("/test.Slow/Half", |req: Request<Bytes>| async move {
+            tokio::time::sleep(Duration::from_millis(400)).await;
+            Ok(Response::new(req.into_inner()))
+        })
+        .unary("/test.Slow/Hang", |_req: Request<Bytes>| async move {
+            std::future::pending::<()>().await;
+            Ok(Response::new(Bytes::new()))
+        });
+    let server = Server::builder().drain_timeout(Duration::from_millis(1500));
+    let mut env = start_with(t, router, server, Limits::default()).await;
+    let ch = env.channel();
+    ch.unary("/test.Echo/Unary", Request::new(Bytes::new()))
+        .await
+        .unwrap();
+    let inflight = tokio::spawn({
+        let ch = ch.clone();
+        async move {
+            ch.unary("/test.Slow/Half", Request::new(Bytes::from_static(b"done")))
+                .await
+        }
+    });
+    let hanging = tokio::spawn({
+        let ch = ch.clone();
+        async move {
+            ch.unary("/test.Slow/Hang", Request::new(Bytes::new()))
+                .await
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let started = Instant::now();
+    let _ = env.shutdown.take().unwrap().send(());
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // New calls are refused.
+    let e = ch
+        .unary("/test.Echo/Unary", Request::new(Bytes::new()))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::UNAVAILABLE, "{e}");
+    // The call in flight finishes.
+    let r = inflight.await.unwrap().unwrap();
+    assert_eq!(r.get_ref(), &Bytes::from_static(b"done"));
+    // Shutdown completes by the drain deadline although a handler hangs.
+    tokio::time::timeout(Duration::from_secs(10), env.served.take().unwrap())
+        .await
+        .expect("shutdown did not complete")
+        .unwrap();
+    assert!(started.elapsed() < Duration::from_secs(8));
+    let e = hanging.await.unwrap().unwrap_err();
+    assert_eq!(e.code(), Code::UNAVAILABLE, "{e}");
+}
+
+async fn tower_layers_on_both_sides(t: Transport) {
+    use tower::{Service, ServiceBuilder, ServiceExt};
+    let router = echo_router().unary("/test.Slow/Sleep", |_req: Request<Bytes>| async move {
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        Ok(Response::new(Bytes::new()))
+    });
+    // Server: an interceptor that requires a token, and a timeout.
+    let service = ServiceBuilder::new()
+        .timeout(Duration::from_millis(200))
+        .layer(tower::layer::layer_fn(|inner: Router| {
+            let inner = inner.clone();
+            tower::service_fn(move |call: zap::ServerCall| {
+                let mut inner = inner.clone();
+                async move {
+                    if call.metadata().get("token") != Some("secret") {
+                        return Err::<(), zap::BoxError>(Box::new(Status::unauthenticated(
+                            "no token",
+                        )));
+                    }
+                    inner
+                        .call(call)
+                        .await
+                        .map_err(|e| -> zap::BoxError { match e {} })
+                }
+            })
+        }))
+        .service(router);
+    let l = listener(t, Limits::default(), false).await;
+    let mut url = l.local_url();
+    if t == Transport::Tls {
+        url = Url::parse(&format!("zaps://localhost:{}", url.port().unwrap())).unwrap();
+    }
+    let (tx, rx) = oneshot::channel::<()>();
+    let served = tokio::spawn(Server::builder().serve_service(l, service, async {
+        let _ = rx.await;
+    }));
+    let env = Env {
+        url,
+        pki: pki(),
+        transport: t,
+        shutdown: Some(tx),
+        served: Some(served),
+    };
+    let ch = env.channel();
+    let authed = |body: &'static [u8]| {
+        let mut r = Request::new(Bytes::from_static(body));
+        r.metadata_mut().insert("token", "secret").unwrap();
+        r
+    };
+    let e = ch
+        .unary("/test.Echo/Unary", Request::new(Bytes::new()))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::UNAUTHENTICATED);
+    let ok = ch.unary("/test.Echo/Unary", authed(b"hi")).await.unwrap();
+    assert_eq!(ok.get_ref(), &Bytes::from_static(b"hi"));
+    let e = ch.unary("/test.Slow/Sleep", authed(b"")).await.unwrap_err();
+    assert_eq!(
+        e.code(),
+        Code::DEADLINE_EXCEEDED,
+        "server timeout layer: {e}"
+    );
+
+    // Client: tower layers stack on the channel.
+    let mut client = ServiceBuilder::new()
+        .concurrency_limit(4)
+        .timeout(Duration::from_millis(100))
+        .service(ch.clone());
+    let call = zap::RawCall {
+        method: "/test.Slow/Sleep".into(),
+        request: authed(b""),
+    };
+    let e = client.ready().await.unwrap().call(call).await.unwrap_err();
+    assert!(e.is::<tower::timeout::error::Elapsed>(), "{e}");
+    let call = zap::RawCall {
+        method: "/test.Echo/Unary".into(),
+        request: authed(b"layered"),
+    };
+    let r = client.ready().await.unwrap().call(call).await.unwrap();
+    assert_eq!(r.get_ref(), &Bytes::from_static(b"layered"));
+    env.stop().await;
+}
+
+// TLS-specific behaviour.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_rejects_untrusted_and_wrong_hostname() {
+    let env = start(Transport::Tls, echo_router()).await;
+    let untrusted = Channel::builder(env.url.clone())
+        .tls(ClientTls::with_roots_pem(env.pki.other_ca_pem.as_bytes()).unwrap())
+        .connect_lazy();
+    let e = untrusted
+        .unary("/test.Echo/Unary", Request::new(Bytes::new()))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::UNAVAILABLE);
+    assert!(e.message().to_lowercase().contains("certificate"), "{e}");
+    let wrong_name = Channel::builder(env.url.clone())
+        .tls(
+            ClientTls::with_roots_pem(env.pki.ca_pem.as_bytes())
+                .unwrap()
+                .with_server_name("not-localhost")
+                .unwrap(),
+        )
+        .connect_lazy();
+    let e = wrong_name
+        .unary("/test.Echo/Unary", Request::new(Bytes::new()))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::UNAVAILABLE);
+    assert!(e.message().to_lowercase().contains("certificate"), "{e}");
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mtls_required_and_peer_identity() {
+    let router = Router::new().unary("/test.Who/Am", |req: Request<Bytes>| async move {
+        let cert = req
+            .peer()
+            .and_then(|p| p.peer_certificate())
+            .map(|c| Bytes::copy_from_slice(c.as_ref()))
+            .ok_or_else(|| Status::unauthenticated("no client certificate"))?;
+        Ok(Response::new(cert))
+    });
+    let pki = pki();
+    let l = listener(Transport::Tls, Limits::default(), true).await;
+    let port = l.local_url().port().unwrap();
+    let (tx, rx) = oneshot::channel::<()>();
+    let served = tokio::spawn(async move {
+        Server::builder()
+            .serve_with_shutdown(l, router, async {
+                let _ = rx.await;
+            })
+            .await
+            .unwrap()
+    });
+    let url = Url::parse(&format!("zaps://localhost:{port}")).unwrap();
+    let anonymous = Channel::builder(url.clone())
+        .tls(ClientTls::with_roots_pem(pki.ca_pem.as_bytes()).unwrap())
+        .connect_lazy();
+    let e = anonymous
+        .unary("/test.Who/Am", Request::new(Bytes::new()))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::UNAVAILABLE, "{e}");
+    let with_cert = Channel::builder(url)
+        .tls(
+            ClientTls::with_roots_pem(pki.ca_pem.as_bytes())
+                .unwrap()
+                .with_identity(
+                    pki.client_cert_pem.as_bytes(),
+                    pki.client_key_pem.as_bytes(),
+                )
+                .unwrap(),
+        )
+        .connect_lazy();
+    let r = with_cert
+        .unary("/test.Who/Am", Request::new(Bytes::new()))
+        .await
+        .unwrap();
+    let der = pem_to_der(&pki.client_cert_pem);
+    assert_eq!(
+        r.get_ref().as_ref(),
+        &der[..],
+        "handler saw another identity"
+    );
+    let _ = tx.send(());
+    served.await.unwrap();
+}
+
+fn pem_to_der(pem: &str) -> Vec<u8> {
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject;
+    CertificateDer::from_pem_slice(pem.as_bytes())
+        .unwrap()
+        .as_ref()
+        .to_vec()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duplicate_routes_are_an_error() {
+    let router = echo_router().unary("/test.Echo/Unary", |r: Request<Bytes>| async move {
+        Ok(Response::new(r.into_inner()))
+    });
+    let l = listener(Transport::Tcp, Limits::default(), false).await;
+    let e = Server::builder().serve(l, router).await.unwrap_err();
+    assert!(e.to_string().contains("/test.Echo/Unary"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_server_fails_fast_then_backs_off() {
+    // A port nobody listens on.
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    drop(l);
+    let ch =
+        Channel::builder(Url::parse(&format!("zap://127.0.0.1:{port}")).unwrap()).connect_lazy();
+    let e = ch
+        .unary("/x.Y/Z", Request::new(Bytes::new()))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::UNAVAILABLE);
+    let e = ch
+        .unary("/x.Y/Z", Request::new(Bytes::new()))
+        .await
+        .unwrap_err();
+    assert!(e.message().contains("backoff"), "{e}");
+    let _ = Metadata::new();
+}
