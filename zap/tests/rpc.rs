@@ -157,6 +157,7 @@ macro_rules! for_each_transport {
 
 for_each_transport!(
     all_call_kinds,
+    more_than_a_connection_window,
     bidi_flow_control_bounds_buffering,
     concurrent_calls_and_slow_handler,
     deadline_exceeded_and_propagation,
@@ -243,6 +244,31 @@ async fn all_call_kinds(t: Transport) {
         back,
         (0..5u8).map(|i| Bytes::from(vec![i])).collect::<Vec<_>>()
     );
+    env.stop().await;
+}
+
+async fn more_than_a_connection_window(t: Transport) {
+    // 64 callers move 40 MiB each way through 16 MiB connection windows:
+    // credit must come back for messages in OPEN and CLOSE frames too.
+    let env = start(t, echo_router()).await;
+    let ch = env.channel();
+    let body = Bytes::from(vec![1u8; 16 << 10]);
+    let calls = (0..64).map(|_| {
+        let (ch, body) = (ch.clone(), body.clone());
+        tokio::spawn(async move {
+            for _ in 0..40 {
+                let r = ch.unary("/test.Echo/Unary", Request::new(body.clone())).await;
+                assert_eq!(r.unwrap().get_ref().len(), body.len());
+            }
+        })
+    });
+    let all = futures_util::future::join_all(calls);
+    for r in tokio::time::timeout(Duration::from_secs(60), all)
+        .await
+        .expect("calls stalled: window credit lost")
+    {
+        r.unwrap();
+    }
     env.stop().await;
 }
 

@@ -42,6 +42,20 @@ pub(crate) enum Item {
     },
 }
 
+impl Item {
+    /// The length of the message this item carries (a `CLOSE` may carry
+    /// one): its window credit is returned when the item is taken (§7).
+    fn message_len(&self) -> Option<usize> {
+        match self {
+            Item::Message(m) => Some(m.len()),
+            Item::Close {
+                message: Some(m), ..
+            } => Some(m.len()),
+            _ => None,
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 pub(crate) struct Slot {
     pub(crate) items: VecDeque<Item>,
@@ -236,8 +250,7 @@ impl Inner {
         };
         match slot.items.pop_front() {
             Some(item) => {
-                if let Item::Message(m) = &item {
-                    let len = m.len();
+                if let Some(len) = item.message_len() {
                     self.conn.consumed(id, len);
                     self.flush();
                 }
@@ -279,10 +292,11 @@ impl Inner {
     pub(crate) fn remove_call(&mut self, id: u32) {
         if let Some(s) = self.calls.remove(&id) {
             for item in s.items {
-                if let Item::Message(m) = item {
-                    self.conn.consumed(id, m.len());
+                if let Some(len) = item.message_len() {
+                    self.conn.consumed(id, len);
                 }
             }
+            self.flush();
         }
     }
 }
