@@ -91,6 +91,10 @@ pub(crate) struct Inner {
     pub(crate) conn: Connection,
     pub(crate) calls: HashMap<u32, Slot>,
     driver: Option<Waker>,
+    /// The driver is running and will look for output before it sleeps,
+    /// so producers need not wake it (a self-wake would reschedule it
+    /// through the run queue and rouse an idle worker).
+    driver_active: bool,
     pub(crate) error: Option<ConnError>,
     open_waiters: Vec<Waker>,
     pub(crate) new_calls: Vec<NewCall>,
@@ -109,6 +113,7 @@ impl Shared {
                 conn,
                 calls: HashMap::new(),
                 driver: None,
+                driver_active: false,
                 error: None,
                 open_waiters: Vec::new(),
                 new_calls: Vec::new(),
@@ -125,9 +130,10 @@ impl Shared {
 }
 
 impl Inner {
-    /// Wakes the driver if there is output to write.
+    /// Wakes the driver if there is output to write and it is not running.
     pub(crate) fn flush(&mut self) {
         if self.conn.pending_output() > 0
+            && !self.driver_active
             && let Some(w) = &self.driver
         {
             w.wake_by_ref();
@@ -302,7 +308,7 @@ impl Inner {
 }
 
 /// Starts the handlers of new server calls (given by the server).
-pub(crate) type Spawner = Arc<dyn Fn(Arc<Shared>, NewCall) + Send + Sync>;
+pub(crate) type Spawner = Arc<dyn Fn(Arc<Shared>, NewCall, &mut Context<'_>) + Send + Sync>;
 
 /// Drives one connection: reads, dispatches, writes, runs timers. Ends
 /// when the connection is closed and its last bytes are written.
@@ -377,10 +383,12 @@ impl Driver {
 
     fn poll_timer(&mut self, cx: &mut Context<'_>, spawn: &mut Vec<NewCall>) -> bool {
         let mut inner = self.shared.lock();
-        let next = inner.conn.poll_timeout();
-        if next != self.timer_at {
-            self.timer_at = next;
-            if let Some(t) = next {
+        // Re-arm only to fire earlier: deadlines that move later (keepalive
+        // after every frame) let the timer fire early and re-arm then, which
+        // keeps timer-wheel updates off the per-frame path.
+        if let Some(t) = inner.conn.poll_timeout() {
+            if self.timer_at.is_none_or(|cur| t < cur) {
+                self.timer_at = Some(t);
                 self.timer.as_mut().reset(tokio::time::Instant::from_std(t));
             }
         }
@@ -465,6 +473,7 @@ impl Future for Driver {
             {
                 inner.driver = Some(cx.waker().clone());
             }
+            inner.driver_active = true;
         }
         let mut spawn = Vec::new();
         loop {
@@ -473,7 +482,7 @@ impl Future for Driver {
             match &this.spawner {
                 Some(sp) => {
                     for call in spawn.drain(..) {
-                        sp(this.shared.clone(), call);
+                        sp(this.shared.clone(), call, cx);
                     }
                 }
                 None => spawn.clear(),
@@ -495,7 +504,13 @@ impl Future for Driver {
                 return Poll::Ready(());
             }
             if !progress {
-                return Poll::Pending;
+                // Go idle only if nothing was produced since the last
+                // write: producers skip the wake while we are active.
+                let mut inner = this.shared.lock();
+                if inner.conn.pending_output() == 0 {
+                    inner.driver_active = false;
+                    return Poll::Pending;
+                }
             }
         }
     }

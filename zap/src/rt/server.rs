@@ -633,8 +633,12 @@ impl ConnSet {
     }
 }
 
-/// Builds the function the drivers use to start each call: a task that
-/// runs the service, stopped when the call is cancelled.
+/// Builds the function the drivers use to start each call. The call's
+/// first step runs right away on the connection's task: a handler that
+/// answers without waiting (the common unary case) costs no task and no
+/// hop between tasks, and its response is written in the same turn of the
+/// driver. A call that has to wait moves to its own task, so it delays
+/// nobody; it is stopped when the call is cancelled.
 fn spawner<S>(service: S) -> Spawner
 where
     S: Service<ServerCall, Response = ()> + Clone + Send + 'static,
@@ -642,10 +646,17 @@ where
     S::Future: Send + 'static,
 {
     let service = std::sync::Mutex::new(service);
-    Arc::new(move |shared: Arc<Shared>, nc: NewCall| {
-        let svc = service.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        tokio::spawn(run_call(svc, shared, nc));
-    })
+    Arc::new(
+        move |shared: Arc<Shared>, nc: NewCall, cx: &mut Context<'_>| {
+            let svc = service.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            let mut call = Box::pin(run_call(svc, shared, nc));
+            if call.as_mut().poll(cx).is_pending() {
+                // Wakers registered during this poll point at the driver; the
+                // task's first poll registers its own.
+                tokio::spawn(call);
+            }
+        },
+    )
 }
 
 async fn run_call<S>(mut svc: S, shared: Arc<Shared>, nc: NewCall)
