@@ -76,6 +76,7 @@
 #[doc(hidden)]
 pub mod codegen;
 mod error;
+mod ids;
 mod message;
 pub mod metadata;
 pub mod proto;

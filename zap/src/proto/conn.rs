@@ -3,7 +3,7 @@
 //! Bytes and `now` in; bytes, events and the next timeout out. No sockets,
 //! no clock, no tasks: the runtime (or a test) drives it.
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, VecDeque};
 use std::fmt;
 use std::time::{Duration, Instant};
 
@@ -13,6 +13,7 @@ use super::frame::{
     CloseHead, FRAME_HEADER_LEN, Frame, Header, Malformed, OpenHead, Out, PREFACE, Settings,
     setting,
 };
+use crate::ids::IdMap;
 use crate::metadata::Metadata;
 use crate::status::Code;
 
@@ -286,7 +287,7 @@ pub struct Connection {
     peer: Settings,
     peer_settings_seen: bool,
     phase: Phase,
-    streams: HashMap<u32, Stream>,
+    streams: IdMap<Stream>,
     /// Client: next id to open. Server: highest id opened by the peer.
     next_id: u32,
     last_id: u32,
@@ -340,7 +341,7 @@ impl Connection {
             cfg,
             peer_settings_seen: false,
             phase: Phase::Preface,
-            streams: HashMap::new(),
+            streams: IdMap::default(),
             next_id: 1,
             last_id: 0,
             goaway_sent: None,

@@ -509,8 +509,12 @@ impl CallGuard {
 
 impl Drop for CallGuard {
     fn drop(&mut self) {
+        if self.done {
+            // The CLOSE that ended the call also removed its slot.
+            return;
+        }
         let mut inner = self.shared.lock();
-        if !self.done && inner.calls.contains_key(&self.id) {
+        if inner.calls.contains_key(&self.id) {
             inner.conn.cancel(self.id, Code::CANCELLED);
             inner.flush();
         }

@@ -6,7 +6,7 @@
 //! non-blocking sections (never across an `.await`). Callers change the
 //! state machine under the lock and wake the driver, which writes.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::future::Future;
 use std::io::IoSlice;
 use std::pin::Pin;
@@ -18,6 +18,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::AsyncWrite;
 use zap_transport::{ConnGuard, PeerInfo, Stream};
 
+use crate::ids::IdMap;
 use crate::metadata::Metadata;
 use crate::proto::{CloseHead, ConnError, Connection, Event, OpenHead, Reason};
 use crate::status::{Code, Status};
@@ -89,7 +90,7 @@ pub(crate) struct NewCall {
 
 pub(crate) struct Inner {
     pub(crate) conn: Connection,
-    pub(crate) calls: HashMap<u32, Slot>,
+    pub(crate) calls: IdMap<Slot>,
     driver: Option<Waker>,
     /// The driver is running and will look for output before it sleeps,
     /// so producers need not wake it (a self-wake would reschedule it
@@ -111,7 +112,7 @@ impl Shared {
         Arc::new(Shared {
             inner: Mutex::new(Inner {
                 conn,
-                calls: HashMap::new(),
+                calls: IdMap::default(),
                 driver: None,
                 driver_active: false,
                 error: None,
@@ -256,9 +257,14 @@ impl Inner {
         };
         match slot.items.pop_front() {
             Some(item) => {
+                let last = matches!(item, Item::Close { .. });
                 if let Some(len) = item.message_len() {
                     self.conn.consumed(id, len);
                     self.flush();
+                }
+                if last {
+                    // CLOSE ends a client call: nothing follows it.
+                    self.calls.remove(&id);
                 }
                 Poll::Ready(Some(item))
             }
@@ -381,8 +387,13 @@ impl Driver {
         }
     }
 
-    fn poll_timer(&mut self, cx: &mut Context<'_>, spawn: &mut Vec<NewCall>) -> bool {
-        let mut inner = self.shared.lock();
+    /// Runs due timers (under the caller's lock); `true` if one fired.
+    fn poll_timer(
+        &mut self,
+        inner: &mut Inner,
+        cx: &mut Context<'_>,
+        spawn: &mut Vec<NewCall>,
+    ) -> bool {
         // Re-arm only to fire earlier: deadlines that move later (keepalive
         // after every frame) let the timer fire early and re-arm then, which
         // keeps timer-wheel updates off the per-frame path.
@@ -407,10 +418,6 @@ impl Driver {
 
     /// Writes what is queued; `Err` if the transport failed.
     fn poll_write(&mut self, cx: &mut Context<'_>) -> Result<bool, std::io::Error> {
-        {
-            let mut inner = self.shared.lock();
-            inner.conn.poll_transmit(&mut self.chunks);
-        }
         for c in self.chunks.drain(..) {
             self.wbytes += c.len();
             self.wqueue.push_back(c);
@@ -478,15 +485,16 @@ impl Future for Driver {
         let mut spawn = Vec::new();
         loop {
             let mut progress = this.poll_read(cx, &mut spawn);
-            progress |= this.poll_timer(cx, &mut spawn);
-            match &this.spawner {
-                Some(sp) => {
-                    for call in spawn.drain(..) {
-                        sp(this.shared.clone(), call, cx);
-                    }
-                }
-                None => spawn.clear(),
+            this.start_calls(&mut spawn, cx);
+            // One lock for timers and output (calls started above may have
+            // answered already).
+            {
+                let shared = this.shared.clone();
+                let mut inner = shared.lock();
+                progress |= this.poll_timer(&mut inner, cx, &mut spawn);
+                inner.conn.poll_transmit(&mut this.chunks);
             }
+            this.start_calls(&mut spawn, cx);
             match this.poll_write(cx) {
                 Ok(w) => progress |= w,
                 Err(e) => {
@@ -498,20 +506,36 @@ impl Future for Driver {
                     this.read_done = true;
                 }
             }
-            let closed = this.shared.lock().conn.is_closed();
-            if closed && this.wqueue.is_empty() {
+            let mut inner = this.shared.lock();
+            if inner.conn.is_closed() && this.wqueue.is_empty() && inner.conn.pending_output() == 0
+            {
+                drop(inner);
                 let _ = Pin::new(&mut this.io).poll_shutdown(cx);
                 return Poll::Ready(());
             }
-            if !progress {
-                // Go idle only if nothing was produced since the last
-                // write: producers skip the wake while we are active.
-                let mut inner = this.shared.lock();
-                if inner.conn.pending_output() == 0 {
-                    inner.driver_active = false;
-                    return Poll::Pending;
+            // Go idle only if nothing was produced since the last write:
+            // producers skip the wake while we are active.
+            if !progress && inner.conn.pending_output() == 0 {
+                inner.driver_active = false;
+                return Poll::Pending;
+            }
+        }
+    }
+}
+
+impl Driver {
+    /// Starts the server calls in `spawn` (their first step runs now).
+    fn start_calls(&mut self, spawn: &mut Vec<NewCall>, cx: &mut Context<'_>) {
+        if spawn.is_empty() {
+            return;
+        }
+        match &self.spawner {
+            Some(sp) => {
+                for call in spawn.drain(..) {
+                    sp(self.shared.clone(), call, cx);
                 }
             }
+            None => spawn.clear(),
         }
     }
 }

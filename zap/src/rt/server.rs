@@ -173,7 +173,7 @@ fn merge(mut trailers: Metadata, extra: &Metadata) -> Metadata {
 }
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
-type Handler = Arc<dyn Fn(ServerCall) -> BoxFuture<()> + Send + Sync>;
+type Handler = Arc<dyn Fn(ServerCall) -> BoxFuture<Result<(), Infallible>> + Send + Sync>;
 type BoxStream = Pin<Box<dyn Stream<Item = Result<Bytes, Status>> + Send>>;
 
 /// Routes calls by method path to handlers. A `tower::Service<ServerCall>`;
@@ -260,9 +260,13 @@ impl Router {
                     let (req, w) = call.into_request();
                     let req = match single(req).await {
                         Ok(r) => r,
-                        Err(s) => return w.close(&s, None, Metadata::new(), None).await,
+                        Err(s) => {
+                            w.close(&s, None, Metadata::new(), None).await;
+                            return Ok(());
+                        }
                     };
                     respond_unary(w, f(req).await).await;
+                    Ok(())
                 })
             }),
         )
@@ -284,9 +288,13 @@ impl Router {
                     let (req, w) = call.into_request();
                     let req = match single(req).await {
                         Ok(r) => r,
-                        Err(s) => return w.close(&s, None, Metadata::new(), None).await,
+                        Err(s) => {
+                            w.close(&s, None, Metadata::new(), None).await;
+                            return Ok(());
+                        }
                     };
                     respond_stream(w, f(req).await).await;
+                    Ok(())
                 })
             }),
         )
@@ -306,6 +314,7 @@ impl Router {
                 Box::pin(async move {
                     let (req, w) = call.into_request();
                     respond_unary(w, f(req).await).await;
+                    Ok(())
                 })
             }),
         )
@@ -326,6 +335,7 @@ impl Router {
                 Box::pin(async move {
                     let (req, w) = call.into_request();
                     respond_stream(w, f(req).await).await;
+                    Ok(())
                 })
             }),
         )
@@ -390,13 +400,7 @@ impl Service<ServerCall> for Router {
 
     fn call(&mut self, call: ServerCall) -> Self::Future {
         match self.routes.get(&call.method.0) {
-            Some(h) => {
-                let fut = h(call);
-                Box::pin(async move {
-                    fut.await;
-                    Ok(())
-                })
-            }
+            Some(h) => h(call),
             None => Box::pin(async move {
                 let m = call.method.as_str().to_owned();
                 call.reject(Status::unimplemented(format!("unknown method {m}")))
@@ -666,13 +670,12 @@ where
     S::Future: Send,
 {
     let id = nc.id;
-    let now = Instant::now();
     let call = ServerCall {
         shared: shared.clone(),
         id,
         method: Method(nc.head.method),
         metadata: nc.head.metadata,
-        deadline: nc.head.timeout.and_then(|t| now.checked_add(t)),
+        deadline: nc.head.timeout.and_then(|t| Instant::now().checked_add(t)),
     };
     let work = async {
         if let Err(e) = poll_fn(|cx| svc.poll_ready(cx)).await {
