@@ -584,23 +584,11 @@ impl Connection {
             self.out.close(id, &close_head(code, msg), None, None);
             return;
         }
-        let deadline = head.timeout.and_then(|t| now.checked_add(t));
-        if let Some(d) = deadline {
-            self.deadlines.insert((d, id));
-        }
-        self.streams.insert(
-            id,
-            Stream {
-                send_window: self.peer.stream_window as i64,
-                recv_window: self.cfg.settings.stream_window as i64 - cost,
-                recv_unannounced: 0,
-                local_end: false,
-                remote_end: end,
-                blocked: false,
-                deadline,
-            },
+        let (send, recv) = (
+            self.peer.stream_window as i64,
+            self.cfg.settings.stream_window,
         );
-        self.idle_since = None;
+        self.add_stream(id, head.timeout, now, send, recv as i64 - cost, false, end);
         self.events.push_back(Event::Open {
             id,
             head,
@@ -938,23 +926,11 @@ impl Connection {
         self.next_id += 1;
         let cost = message.as_ref().map_or(0, |m| charge(m.len()));
         self.conn_send -= cost;
-        let deadline = head.timeout.and_then(|t| now.checked_add(t));
-        if let Some(d) = deadline {
-            self.deadlines.insert((d, id));
-        }
-        self.streams.insert(
-            id,
-            Stream {
-                send_window: self.peer.stream_window as i64 - cost,
-                recv_window: self.cfg.settings.stream_window as i64,
-                recv_unannounced: 0,
-                local_end: end,
-                remote_end: false,
-                blocked: false,
-                deadline,
-            },
+        let (send, recv) = (
+            self.peer.stream_window as i64,
+            self.cfg.settings.stream_window,
         );
-        self.idle_since = None;
+        self.add_stream(id, head.timeout, now, send - cost, recv as i64, end, false);
         self.out.open(id, head, message, end);
         Ok(id)
     }
@@ -1189,6 +1165,37 @@ impl Connection {
                 });
             }
         }
+    }
+
+    /// Registers a new stream, arming its deadline if it has a timeout.
+    #[allow(clippy::too_many_arguments)]
+    fn add_stream(
+        &mut self,
+        id: u32,
+        timeout: Option<Duration>,
+        now: Instant,
+        send_window: i64,
+        recv_window: i64,
+        local_end: bool,
+        remote_end: bool,
+    ) {
+        let deadline = timeout.and_then(|t| now.checked_add(t));
+        if let Some(d) = deadline {
+            self.deadlines.insert((d, id));
+        }
+        self.streams.insert(
+            id,
+            Stream {
+                send_window,
+                recv_window,
+                recv_unannounced: 0,
+                local_end,
+                remote_end,
+                blocked: false,
+                deadline,
+            },
+        );
+        self.idle_since = None;
     }
 
     fn remove_stream(&mut self, id: u32) -> Option<Stream> {

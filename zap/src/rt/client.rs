@@ -246,21 +246,29 @@ impl Channel {
         }
     }
 
+    /// Opens a call whose one request goes in the OPEN frame.
+    async fn start_single(
+        &self,
+        method: Method,
+        request: Request<Bytes>,
+    ) -> Result<(Arc<Shared>, u32), Status> {
+        let Request {
+            metadata,
+            message,
+            deadline,
+            ..
+        } = request;
+        self.start(method, metadata, deadline, Some(message), true)
+            .await
+    }
+
     /// A unary call: one message each way.
     pub async fn unary(
         &self,
         method: impl Into<Method>,
         request: Request<Bytes>,
     ) -> Result<Response<Bytes>, Status> {
-        let (shared, id) = self
-            .start(
-                method.into(),
-                request.metadata,
-                request.deadline,
-                Some(request.message),
-                true,
-            )
-            .await?;
+        let (shared, id) = self.start_single(method.into(), request).await?;
         let mut guard = CallGuard {
             shared,
             id,
@@ -323,15 +331,7 @@ impl Channel {
         method: impl Into<Method>,
         request: Request<Bytes>,
     ) -> Result<Response<Streaming>, Status> {
-        let (shared, id) = self
-            .start(
-                method.into(),
-                request.metadata,
-                request.deadline,
-                Some(request.message),
-                true,
-            )
-            .await?;
+        let (shared, id) = self.start_single(method.into(), request).await?;
         response_stream(shared, id).await
     }
 

@@ -245,6 +245,24 @@ impl Router {
         self
     }
 
+    /// Adds a route whose handler is `run(call)`.
+    fn route<G, Fut>(self, path: impl Into<Method>, run: G) -> Self
+    where
+        G: Fn(ServerCall) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        self.add(
+            path,
+            Arc::new(move |call: ServerCall| {
+                let fut = run(call);
+                Box::pin(async move {
+                    fut.await;
+                    Ok(())
+                })
+            }),
+        )
+    }
+
     /// A unary method.
     pub fn unary<F, Fut>(self, path: impl Into<Method>, f: F) -> Self
     where
@@ -252,24 +270,14 @@ impl Router {
         Fut: Future<Output = Result<Response<Bytes>, Status>> + Send + 'static,
     {
         let f = Arc::new(f);
-        self.add(
-            path,
-            Arc::new(move |call: ServerCall| {
-                let f = f.clone();
-                Box::pin(async move {
-                    let (req, w) = call.into_request();
-                    let req = match single(req).await {
-                        Ok(r) => r,
-                        Err(s) => {
-                            w.close(&s, None, Metadata::new(), None).await;
-                            return Ok(());
-                        }
-                    };
+        self.route(path, move |call| {
+            let f = f.clone();
+            async move {
+                if let Some((req, w)) = single(call).await {
                     respond_unary(w, f(req).await).await;
-                    Ok(())
-                })
-            }),
-        )
+                }
+            }
+        })
     }
 
     /// A server-streaming method: one request, a stream of responses.
@@ -280,24 +288,14 @@ impl Router {
         S: Stream<Item = Result<Bytes, Status>> + Send + 'static,
     {
         let f = Arc::new(f);
-        self.add(
-            path,
-            Arc::new(move |call: ServerCall| {
-                let f = f.clone();
-                Box::pin(async move {
-                    let (req, w) = call.into_request();
-                    let req = match single(req).await {
-                        Ok(r) => r,
-                        Err(s) => {
-                            w.close(&s, None, Metadata::new(), None).await;
-                            return Ok(());
-                        }
-                    };
+        self.route(path, move |call| {
+            let f = f.clone();
+            async move {
+                if let Some((req, w)) = single(call).await {
                     respond_stream(w, f(req).await).await;
-                    Ok(())
-                })
-            }),
-        )
+                }
+            }
+        })
     }
 
     /// A client-streaming method: a stream of requests, one response.
@@ -307,17 +305,13 @@ impl Router {
         Fut: Future<Output = Result<Response<Bytes>, Status>> + Send + 'static,
     {
         let f = Arc::new(f);
-        self.add(
-            path,
-            Arc::new(move |call: ServerCall| {
-                let f = f.clone();
-                Box::pin(async move {
-                    let (req, w) = call.into_request();
-                    respond_unary(w, f(req).await).await;
-                    Ok(())
-                })
-            }),
-        )
+        self.route(path, move |call| {
+            let f = f.clone();
+            async move {
+                let (req, w) = call.into_request();
+                respond_unary(w, f(req).await).await;
+            }
+        })
     }
 
     /// A bidirectional-streaming method.
@@ -328,29 +322,36 @@ impl Router {
         S: Stream<Item = Result<Bytes, Status>> + Send + 'static,
     {
         let f = Arc::new(f);
-        self.add(
-            path,
-            Arc::new(move |call: ServerCall| {
-                let f = f.clone();
-                Box::pin(async move {
-                    let (req, w) = call.into_request();
-                    respond_stream(w, f(req).await).await;
-                    Ok(())
-                })
-            }),
-        )
+        self.route(path, move |call| {
+            let f = f.clone();
+            async move {
+                let (req, w) = call.into_request();
+                respond_stream(w, f(req).await).await;
+            }
+        })
     }
 }
 
-/// Reads the one request message of a unary or server-streaming call.
-async fn single(mut req: Request<Streaming>) -> Result<Request<Bytes>, Status> {
-    let Some(message) = req.message.message().await? else {
-        return Err(Status::internal("missing request message"));
+/// Reads the one request message of a unary or server-streaming call; on
+/// failure answers the call with the status and returns `None`.
+async fn single(call: ServerCall) -> Option<(Request<Bytes>, CallWriter)> {
+    let (mut req, w) = call.into_request();
+    let read = async {
+        let Some(message) = req.message.message().await? else {
+            return Err(Status::internal("missing request message"));
+        };
+        if req.message.message().await?.is_some() {
+            return Err(Status::internal("more than one request message"));
+        }
+        Ok(message)
     };
-    if req.message.message().await?.is_some() {
-        return Err(Status::internal("more than one request message"));
+    match read.await {
+        Ok(message) => Some((req.map(|_| message), w)),
+        Err(s) => {
+            w.close(&s, None, Metadata::new(), None).await;
+            None
+        }
     }
-    Ok(req.map(|_| message))
 }
 
 async fn respond_unary(w: CallWriter, r: Result<Response<Bytes>, Status>) {
