@@ -397,11 +397,11 @@ impl Driver {
         // Re-arm only to fire earlier: deadlines that move later (keepalive
         // after every frame) let the timer fire early and re-arm then, which
         // keeps timer-wheel updates off the per-frame path.
-        if let Some(t) = inner.conn.poll_timeout() {
-            if self.timer_at.is_none_or(|cur| t < cur) {
-                self.timer_at = Some(t);
-                self.timer.as_mut().reset(tokio::time::Instant::from_std(t));
-            }
+        if let Some(t) = inner.conn.poll_timeout()
+            && self.timer_at.is_none_or(|cur| t < cur)
+        {
+            self.timer_at = Some(t);
+            self.timer.as_mut().reset(tokio::time::Instant::from_std(t));
         }
         if self.timer_at.is_none() {
             return false;
