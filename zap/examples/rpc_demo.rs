@@ -27,14 +27,20 @@ fn router() -> Router {
             if v.quantity() == 0 {
                 return Err(Status::invalid_argument("quantity must be positive"));
             }
-            let user = req.metadata().get("x-user").unwrap_or("anonymous").to_owned();
+            let user = req
+                .metadata()
+                .get("x-user")
+                .unwrap_or("anonymous")
+                .to_owned();
             let mut resp = Response::new(Bytes::from(format!(
                 "order {} for {} {} accepted for {user}",
                 v.id(),
                 v.quantity(),
                 v.symbol()
             )));
-            resp.trailers_mut().insert("x-fee", "0.01").map_err(|e| Status::internal(e.to_string()))?;
+            resp.trailers_mut()
+                .insert("x-fee", "0.01")
+                .map_err(|e| Status::internal(e.to_string()))?;
             Ok(resp)
         })
         .server_streaming("/demo.Exchange/Ticks", |req: Request<Bytes>| async move {
@@ -42,14 +48,19 @@ fn router() -> Router {
             let ticks = (0..n).map(|i| Ok(Bytes::from(format!("tick {i}"))));
             Ok(Response::new(futures_util::stream::iter(ticks)))
         })
-        .client_streaming("/demo.Exchange/Batch", |req: Request<Streaming>| async move {
-            let mut orders = req.into_inner();
-            let mut count = 0u32;
-            while let Some(o) = orders.next_as::<Order>().await? {
-                count += o.view().quantity();
-            }
-            Ok(Response::new(Bytes::from(format!("{count} units in batch"))))
-        })
+        .client_streaming(
+            "/demo.Exchange/Batch",
+            |req: Request<Streaming>| async move {
+                let mut orders = req.into_inner();
+                let mut count = 0u32;
+                while let Some(o) = orders.next_as::<Order>().await? {
+                    count += o.view().quantity();
+                }
+                Ok(Response::new(Bytes::from(format!(
+                    "{count} units in batch"
+                ))))
+            },
+        )
         .unary("/demo.Exchange/Slow", |_req: Request<Bytes>| async move {
             tokio::time::sleep(Duration::from_secs(10)).await;
             Ok(Response::new(Bytes::new()))
@@ -74,9 +85,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let listener = Listener::bind(&Url::parse(&url)?, None, Limits::default()).await?;
     let url = listener.local_url();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(Server::builder().serve_with_shutdown(listener, router(), async {
-        let _ = stopped.await;
-    }));
+    let server = tokio::spawn(
+        Server::builder().serve_with_shutdown(listener, router(), async {
+            let _ = stopped.await;
+        }),
+    );
     println!("server listening on {url}");
 
     let ch = Channel::builder(url).connect().await?;
@@ -93,11 +106,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let err = ch
         .unary("/demo.Exchange/Place", Request::new(order(2, "LUX", 0)))
         .await
-        .unwrap_err();
+        .expect_err("quantity 0 is rejected");
     println!("error status    : {} — {}", err.code(), err.message());
 
     let ticks = ch
-        .server_streaming("/demo.Exchange/Ticks", Request::new(Bytes::from_static(&[4])))
+        .server_streaming(
+            "/demo.Exchange/Ticks",
+            Request::new(Bytes::from_static(&[4])),
+        )
         .await?;
     let ticks: Vec<String> = ticks
         .into_inner()
@@ -112,12 +128,18 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let resp = ch
         .client_streaming("/demo.Exchange/Batch", Request::new(batch))
         .await?;
-    println!("client streaming: {}", String::from_utf8_lossy(resp.get_ref()));
+    println!(
+        "client streaming: {}",
+        String::from_utf8_lossy(resp.get_ref())
+    );
 
     let mut slow = Request::new(Bytes::new());
     slow.set_timeout(Duration::from_millis(50));
     let started = Instant::now();
-    let err = ch.unary("/demo.Exchange/Slow", slow).await.unwrap_err();
+    let err = ch
+        .unary("/demo.Exchange/Slow", slow)
+        .await
+        .expect_err("the deadline ends the call");
     assert_eq!(err.code(), Code::DEADLINE_EXCEEDED);
     println!(
         "deadline        : {} after {:?} (handler stopped)",
@@ -128,7 +150,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let err = ch
         .unary("/demo.Exchange/Cancel", Request::new(Bytes::new()))
         .await
-        .unwrap_err();
+        .expect_err("no such method");
     println!("unknown method  : {}", err.code());
 
     let _ = stop.send(());

@@ -257,7 +257,9 @@ async fn more_than_a_connection_window(t: Transport) {
         let (ch, body) = (ch.clone(), body.clone());
         tokio::spawn(async move {
             for _ in 0..40 {
-                let r = ch.unary("/test.Echo/Unary", Request::new(body.clone())).await;
+                let r = ch
+                    .unary("/test.Echo/Unary", Request::new(body.clone()))
+                    .await;
                 assert_eq!(r.unwrap().get_ref().len(), body.len());
             }
         })
