@@ -380,6 +380,11 @@ impl Connection {
         self.phase == Phase::Closed
     }
 
+    /// Whether stream `id` is open (not ended by this side or the peer).
+    pub fn is_open(&self, id: u32) -> bool {
+        self.streams.contains_key(&id)
+    }
+
     /// Calls open now.
     pub fn open_streams(&self) -> usize {
         self.streams.len()

@@ -429,6 +429,9 @@ impl Frame {
 /// being copied next to their frame header.
 const COPY_LIMIT: usize = 4096;
 
+/// Growth step of the output buffer.
+const OUT_CHUNK: usize = 8 << 10;
+
 /// Encoded output waiting for the socket.
 #[derive(Debug, Default)]
 pub(crate) struct Out {
@@ -444,6 +447,12 @@ impl Out {
     }
 
     fn put(&mut self, b: &[u8]) {
+        if self.buf.capacity() - self.buf.len() < b.len() {
+            // Grow in steps: once the chunks handed to the writer are
+            // dropped, `BytesMut` reclaims this storage instead of
+            // allocating again.
+            self.buf.reserve(b.len().max(OUT_CHUNK));
+        }
         self.buf.extend_from_slice(b);
         self.len += b.len();
     }

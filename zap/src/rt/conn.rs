@@ -57,9 +57,43 @@ impl Item {
     }
 }
 
+/// Items in arrival order. The first waits inline and the end of the
+/// incoming messages is a flag, so a unary call (one item, or a message and
+/// its end) never allocates a queue.
+#[derive(Debug, Default)]
+pub(crate) struct Items {
+    first: Option<Item>,
+    rest: VecDeque<Item>,
+    ended: bool,
+}
+
+impl Items {
+    fn push(&mut self, item: Item) {
+        match item {
+            Item::End => self.ended = true,
+            item if self.first.is_none() && self.rest.is_empty() => self.first = Some(item),
+            item => self.rest.push_back(item),
+        }
+    }
+
+    fn pop(&mut self) -> Option<Item> {
+        if let Some(i) = self.first.take() {
+            return Some(i);
+        }
+        if let Some(i) = self.rest.pop_front() {
+            return Some(i);
+        }
+        std::mem::take(&mut self.ended).then_some(Item::End)
+    }
+
+    fn drain(self) -> impl Iterator<Item = Item> {
+        self.first.into_iter().chain(self.rest)
+    }
+}
+
 #[derive(Debug, Default)]
 pub(crate) struct Slot {
-    pub(crate) items: VecDeque<Item>,
+    pub(crate) items: Items,
     recv_waker: Option<Waker>,
     send_waker: Option<Waker>,
     /// Server: the call was cancelled (by the client, its deadline, or the
@@ -160,19 +194,19 @@ impl Inner {
                 } => {
                     let mut slot = Slot::default();
                     if let Some(m) = message {
-                        slot.items.push_back(Item::Message(m));
+                        slot.items.push(Item::Message(m));
                     }
                     if end {
-                        slot.items.push_back(Item::End);
+                        slot.items.push(Item::End);
                     }
                     self.calls.insert(id, slot);
                     self.new_calls.push(NewCall { id, head });
                 }
                 Event::Message { id, message, end } => {
                     if let Some(s) = self.calls.get_mut(&id) {
-                        s.items.push_back(Item::Message(message));
+                        s.items.push(Item::Message(message));
                         if end {
-                            s.items.push_back(Item::End);
+                            s.items.push(Item::End);
                         }
                         s.wake_all();
                     } else {
@@ -231,7 +265,7 @@ impl Inner {
 
     fn push(&mut self, id: u32, item: Item) {
         if let Some(s) = self.calls.get_mut(&id) {
-            s.items.push_back(item);
+            s.items.push(item);
             s.wake_all();
         }
     }
@@ -255,7 +289,7 @@ impl Inner {
         let Some(slot) = self.calls.get_mut(&id) else {
             return Poll::Ready(None);
         };
-        match slot.items.pop_front() {
+        match slot.items.pop() {
             Some(item) => {
                 let last = matches!(item, Item::Close { .. });
                 if let Some(len) = item.message_len() {
@@ -303,7 +337,7 @@ impl Inner {
     /// unread.
     pub(crate) fn remove_call(&mut self, id: u32) {
         if let Some(s) = self.calls.remove(&id) {
-            for item in s.items {
+            for item in s.items.drain() {
                 if let Some(len) = item.message_len() {
                     self.conn.consumed(id, len);
                 }
@@ -330,6 +364,7 @@ pub(crate) struct Driver {
     read_done: bool,
     needs_flush: bool,
     spawner: Option<Spawner>,
+    spawn: Vec<NewCall>,
     _guard: Option<ConnGuard>,
 }
 
@@ -352,6 +387,7 @@ impl Driver {
             read_done: false,
             needs_flush: false,
             spawner,
+            spawn: Vec::new(),
             _guard: guard,
         }
     }
@@ -482,7 +518,7 @@ impl Future for Driver {
             }
             inner.driver_active = true;
         }
-        let mut spawn = Vec::new();
+        let mut spawn = std::mem::take(&mut this.spawn);
         loop {
             let mut progress = this.poll_read(cx, &mut spawn);
             this.start_calls(&mut spawn, cx);
@@ -517,6 +553,8 @@ impl Future for Driver {
             // producers skip the wake while we are active.
             if !progress && inner.conn.pending_output() == 0 {
                 inner.driver_active = false;
+                drop(inner);
+                this.spawn = spawn;
                 return Poll::Pending;
             }
         }

@@ -691,23 +691,24 @@ where
         r = work => Some(r),
     };
     let mut inner = shared.lock();
-    if let Some(r) = result {
-        // A service that returned without ending the call (an error from a
-        // layer, or a handler that forgot) ends it here.
-        let status = match r {
-            Err(e) => Some(error_status(e)),
-            Ok(()) => Some(Status::internal("handler ended without a status")),
+    // A service that returned without ending the call (an error from a
+    // layer, or a handler that forgot) ends it here. Checked first: the
+    // usual handler has closed the call already and costs nothing more.
+    if let Some(r) = result
+        && inner.conn.is_open(id)
+    {
+        let s = match r {
+            Err(e) => error_status(e),
+            Ok(()) => Status::internal("handler ended without a status"),
         };
-        if let Some(s) = status {
-            let head = CloseHead {
-                code: s.code(),
-                message: Bytes::copy_from_slice(s.message().as_bytes()),
-                details: s.details().clone(),
-                trailers: s.metadata().clone(),
-            };
-            if inner.conn.close(id, &head, None, None).is_ok() {
-                inner.flush();
-            }
+        let head = CloseHead {
+            code: s.code(),
+            message: Bytes::copy_from_slice(s.message().as_bytes()),
+            details: s.details().clone(),
+            trailers: s.metadata().clone(),
+        };
+        if inner.conn.close(id, &head, None, None).is_ok() {
+            inner.flush();
         }
     }
     inner.remove_call(id);
