@@ -158,6 +158,7 @@ macro_rules! for_each_transport {
 for_each_transport!(
     all_call_kinds,
     more_than_a_connection_window,
+    large_messages_both_ways_concurrently,
     bidi_flow_control_bounds_buffering,
     concurrent_calls_and_slow_handler,
     deadline_exceeded_and_propagation,
@@ -268,6 +269,34 @@ async fn more_than_a_connection_window(t: Transport) {
     for r in tokio::time::timeout(Duration::from_secs(60), all)
         .await
         .expect("calls stalled: window credit lost")
+    {
+        r.unwrap();
+    }
+    env.stop().await;
+}
+
+async fn large_messages_both_ways_concurrently(t: Transport) {
+    // 64 calls of 1 MiB in flight each way on one connection: both sides
+    // have far more to write than the socket buffers hold, and must keep
+    // reading while they write.
+    let env = start(t, echo_router()).await;
+    let ch = env.channel();
+    let body = Bytes::from(vec![7u8; 1 << 20]);
+    let calls = (0..64).map(|_| {
+        let (ch, body) = (ch.clone(), body.clone());
+        tokio::spawn(async move {
+            for _ in 0..2 {
+                let r = ch
+                    .unary("/test.Echo/Unary", Request::new(body.clone()))
+                    .await;
+                assert_eq!(r.unwrap().get_ref().len(), body.len());
+            }
+        })
+    });
+    let all = futures_util::future::join_all(calls);
+    for r in tokio::time::timeout(Duration::from_secs(60), all)
+        .await
+        .expect("large calls stalled")
     {
         r.unwrap();
     }

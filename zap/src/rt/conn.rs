@@ -23,8 +23,9 @@ use crate::metadata::Metadata;
 use crate::proto::{CloseHead, ConnError, Connection, Event, OpenHead, Reason};
 use crate::status::{Code, Status};
 
-/// Stop reading from a peer while this much output to it is waiting.
-const MAX_PENDING_WRITE: usize = 8 << 20;
+/// Output beyond what flow control allows before reading pauses (see
+/// `Driver::read_pause`).
+const PAUSE_MARGIN: usize = 1 << 20;
 /// Read buffer growth step.
 const READ_CHUNK: usize = 64 << 10;
 /// Chunks handed to one vectored write.
@@ -365,6 +366,14 @@ pub(crate) struct Driver {
     needs_flush: bool,
     spawner: Option<Spawner>,
     spawn: Vec<NewCall>,
+    /// Reading pauses while this much output waits for the socket. Message
+    /// output is bounded by the peer's windows (its connection window plus
+    /// one message, PROTOCOL.md §7), so only output a peer can force without
+    /// flow control (PING answers, refusals) can reach this: a peer that
+    /// does not read gets no more of our attention. Set above the window
+    /// bound, it never stops legitimate traffic (pausing at a fixed 8 MiB
+    /// deadlocked two peers sending each other large messages).
+    read_pause: usize,
     _guard: Option<ConnGuard>,
 }
 
@@ -388,13 +397,14 @@ impl Driver {
             needs_flush: false,
             spawner,
             spawn: Vec::new(),
+            read_pause: usize::MAX,
             _guard: guard,
         }
     }
 
     /// Reads what is available; `true` if anything happened.
     fn poll_read(&mut self, cx: &mut Context<'_>, spawn: &mut Vec<NewCall>) -> bool {
-        if self.read_done || self.wbytes >= MAX_PENDING_WRITE {
+        if self.read_done || self.wbytes >= self.read_pause {
             return false;
         }
         if self.rbuf.capacity() - self.rbuf.len() < 4096 {
@@ -529,6 +539,9 @@ impl Future for Driver {
                 let mut inner = shared.lock();
                 progress |= this.poll_timer(&mut inner, cx, &mut spawn);
                 inner.conn.poll_transmit(&mut this.chunks);
+                let peer = inner.conn.peer_settings();
+                this.read_pause =
+                    peer.connection_window as usize + peer.max_message as usize + PAUSE_MARGIN;
             }
             this.start_calls(&mut spawn, cx);
             match this.poll_write(cx) {
