@@ -1,11 +1,17 @@
-//! Compiles `proto/bench.proto` for the prost anchor, without protoc:
-//! protox parses the `.proto` files, prost-build generates the code, with
-//! every `bytes` field as `bytes::Bytes` (zero-copy decode, as ZAP's).
+//! Compiles `proto/bench.proto` for the prost and tonic anchors, without
+//! protoc: protox parses the `.proto` files, tonic-prost-build generates the
+//! messages (prost, every `bytes` field as `bytes::Bytes`: zero-copy decode,
+//! as ZAP's) and the `Echo` service's tonic client and server, in one file.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let proto_dir = "../proto";
     println!("cargo:rerun-if-changed={proto_dir}/bench.proto");
     let fds = protox::compile(["bench.proto"], [proto_dir])?;
-    prost_build::Config::new().bytes(["."]).compile_fds(fds)?;
+    tonic_prost_build::configure()
+        .bytes(".")
+        .build_client(true)
+        .build_server(true)
+        .build_transport(true)
+        .compile_fds(fds)?;
     Ok(())
 }

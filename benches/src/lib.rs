@@ -1,16 +1,22 @@
 //! Benchmarks of zap against its anchors, measured in one process:
-//! prost (with `Bytes` fields) and memcpy for the codec.
+//! prost (with `Bytes` fields) and memcpy for the codec; a raw tokio socket
+//! echo, a minimal multiplexed client on it, and tonic for RPC.
 //!
-//! - `benches/codec.rs`: criterion benches (`cargo bench -p zap-benches`).
+//! - `benches/codec.rs`, `benches/rpc.rs`: criterion benches
+//!   (`cargo bench -p zap-benches`).
 //! - `src/bin/compare.rs`: the `compare` report, ratios against the
-//!   anchors in one run (`cargo run --release -p zap-benches --bin compare -- codec`).
+//!   anchors in one run
+//!   (`cargo run --release -p zap-benches --bin compare -- [codec] [rpc]`).
 //!
-//! The workloads live here so both use the same messages.
+//! The workloads live here ([`codec`], [`rpc`]) so both use the same
+//! messages and code paths.
 
 pub mod alloc;
 pub mod codec;
+pub mod rpc;
 
-/// prost types generated from `proto/bench.proto`.
+/// prost messages and the tonic `Echo` client and server, generated from
+/// `proto/bench.proto`.
 #[allow(missing_docs, unreachable_pub, clippy::all)]
 pub mod pb {
     include!(concat!(env!("OUT_DIR"), "/zap.bench.rs"));

@@ -1,25 +1,40 @@
 //! `compare`: ZAP against its anchors, in one process, as ratios.
 //!
 //! ```text
-//! cargo run --release -p zap-benches --bin compare -- [codec] [--json] [--quick]
+//! cargo run --release -p zap-benches --bin compare -- [codec] [rpc] [--json] [--quick]
 //! ```
 //!
-//! Timing: for each case and size, every implementation is warmed up, then
-//! the implementations run in interleaved batches (zap, prost, memcpy, zap,
-//! prost, ...) so that drift on a noisy machine hits them alike. A batch is
-//! sized to take ~2 ms (1 ms with `--quick`); the median of the per-batch
-//! ns/op over 31 batches (15 with `--quick`) is reported. `black_box` on
-//! inputs and outputs. Allocations are counted over 64 extra iterations after
-//! timing, with a counting global allocator (a `realloc` counts as one).
+//! With no group, runs `codec` then `rpc`.
+//!
+//! `codec` timing: for each case and size, every implementation is warmed
+//! up, then the implementations run in interleaved batches (zap, prost,
+//! memcpy, zap, prost, ...) so that drift on a noisy machine hits them
+//! alike. A batch is sized to take ~2 ms (1 ms with `--quick`); the median
+//! of the per-batch ns/op over 31 batches (15 with `--quick`) is reported.
+//! `black_box` on inputs and outputs. Allocations are counted over 64 extra
+//! iterations after timing, with a counting global allocator (a `realloc`
+//! counts as one).
+//!
+//! `rpc` timing (see `zap_benches::rpc`): unary echo at 64 B, 1 KB, 64 KB
+//! and 1 MB, zap against the raw floor, the mux client and tonic, over TCP
+//! and Unix sockets (tonic: TCP), with the default worker count and with 1
+//! worker. Each measurement gets a fresh runtime, server and connection;
+//! for each transport and size the implementations run back to back.
+//! Latency: one call in flight, warm-up 300 ms (100 ms with `--quick`),
+//! per-call samples for 1.5 s (0.4 s), at most 200 000, p50 and p99;
+//! allocations (whole process) over 200 more calls. Throughput: 64 calls in
+//! flight on one connection, calls/s over a 1.5 s (0.4 s) window after the
+//! warm-up.
 
 use std::hint::black_box;
-use std::io::Write;
+use std::io::{self, Write};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use zap_benches::SIZES;
 use zap_benches::alloc::{Counting, count};
 use zap_benches::codec::{Case, Fixture, Impl};
+use zap_benches::rpc;
 
 #[global_allocator]
 static GLOBAL: Counting = Counting;
@@ -27,6 +42,15 @@ static GLOBAL: Counting = Counting;
 struct Opts {
     json: bool,
     quick: bool,
+}
+
+/// Whether a group ran to the end, or stdout was closed under it (or a
+/// measurement failed).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    Done,
+    StdoutClosed,
+    Failed,
 }
 
 fn main() -> ExitCode {
@@ -39,9 +63,9 @@ fn main() -> ExitCode {
         match arg.as_str() {
             "--json" => opts.json = true,
             "--quick" => opts.quick = true,
-            "codec" => groups.push(arg),
+            "codec" | "rpc" => groups.push(arg),
             "-h" | "--help" => {
-                println!("usage: compare [codec] [--json] [--quick]");
+                println!("usage: compare [codec] [rpc] [--json] [--quick]");
                 return ExitCode::SUCCESS;
             }
             other => {
@@ -52,13 +76,25 @@ fn main() -> ExitCode {
     }
     if groups.is_empty() {
         groups.push("codec".to_owned());
+        groups.push("rpc".to_owned());
     }
+    let mut failed = false;
     for g in &groups {
-        if g == "codec" {
-            codec(&opts);
+        let outcome = match g.as_str() {
+            "codec" => codec(&opts),
+            _ => rpc_group(&opts),
+        };
+        match outcome {
+            Outcome::Done => {}
+            Outcome::StdoutClosed => break,
+            Outcome::Failed => failed = true,
         }
     }
-    ExitCode::SUCCESS
+    if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
 }
 
 /// Median, 10th and 90th percentile of per-op nanoseconds.
@@ -131,7 +167,7 @@ struct Row {
     allocs: f64,
 }
 
-fn codec(opts: &Opts) {
+fn codec(opts: &Opts) -> Outcome {
     let impls = [Impl::Zap, Impl::Prost, Impl::Memcpy, Impl::ZapStruct];
     let mut rows = Vec::new();
     let mut out = std::io::stdout().lock();
@@ -152,7 +188,7 @@ fn codec(opts: &Opts) {
                         "allocs_per_op": allocs,
                     });
                     if writeln!(out, "{line}").is_err() {
-                        return; // stdout closed (e.g. piped into `head`)
+                        return Outcome::StdoutClosed; // e.g. piped into `head`
                     }
                 }
                 rows.push(Row {
@@ -165,9 +201,11 @@ fn codec(opts: &Opts) {
             }
         }
     }
-    if !opts.json {
-        print_codec_table(&rows);
+    drop(out);
+    if !opts.json && print_codec_table(&rows).is_err() {
+        return Outcome::StdoutClosed;
     }
+    Outcome::Done
 }
 
 fn round2(x: f64) -> f64 {
@@ -196,14 +234,26 @@ fn fmt_size(size: usize) -> String {
     }
 }
 
-fn print_codec_table(rows: &[Row]) {
-    println!(
+fn print_codec_table(rows: &[Row]) -> io::Result<()> {
+    let mut out = io::stdout().lock();
+    writeln!(
+        out,
         "codec: Block {{ id: [u8;32], parent_id: [u8;32], height: u64, timestamp: i64, body: Bytes }}"
-    );
-    println!("median ns/op (p10–p90 for zap); ratios are zap ÷ anchor; allocs per op");
-    println!("zap decodes to zap::Owned<Block> (validated, fields read in place);");
-    println!("zap_struct decodes to the derived Rust struct, as prost does\n");
-    println!(
+    )?;
+    writeln!(
+        out,
+        "median ns/op (p10–p90 for zap); ratios are zap ÷ anchor; allocs per op"
+    )?;
+    writeln!(
+        out,
+        "zap decodes to zap::Owned<Block> (validated, fields read in place);"
+    )?;
+    writeln!(
+        out,
+        "zap_struct decodes to the derived Rust struct, as prost does\n"
+    )?;
+    writeln!(
+        out,
         "{:<16} {:>6} {:>24} {:>10} {:>10} {:>9} {:>9} {:>7} {:>7} {:>11} {:>8}",
         "case",
         "body",
@@ -216,7 +266,7 @@ fn print_codec_table(rows: &[Row]) {
         "pb al",
         "zap_struct",
         "÷prost"
-    );
+    )?;
     for case in Case::ALL {
         for size in SIZES {
             let z = find(rows, case, size, Impl::Zap);
@@ -229,7 +279,8 @@ fn print_codec_table(rows: &[Row]) {
                 fmt_ns(z.sample.p10),
                 fmt_ns(z.sample.p90)
             );
-            println!(
+            writeln!(
+                out,
                 "{:<16} {:>6} {:>24} {:>10} {:>10} {:>8.3}× {:>8.3}× {:>7.1} {:>7.1} {:>11} {:>7.3}×",
                 case.name(),
                 fmt_size(size),
@@ -242,37 +293,37 @@ fn print_codec_table(rows: &[Row]) {
                 p.allocs,
                 fmt_ns(st.sample.median),
                 st.sample.median / p.sample.median,
-            );
+            )?;
         }
     }
 
-    println!("\ntargets (issue #2):");
+    writeln!(out, "\ntargets (issue #2):")?;
     let ratio = |case, size, anchor| {
         find(rows, case, size, Impl::Zap).sample.median
             / find(rows, case, size, anchor).sample.median
     };
-    let check = |name: String, value: f64, limit: f64| {
+    let mut check = |name: String, value: f64, limit: f64| {
         let verdict = if value <= limit { "met" } else { "MISSED" };
-        println!("  {name:<48} {value:>7.3} (≤ {limit}) {verdict}");
+        writeln!(out, "  {name:<48} {value:>7.3} (≤ {limit}) {verdict}")
     };
     for size in SIZES {
         check(
             format!("decode_read_all zap ÷ prost @ {}", fmt_size(size)),
             ratio(Case::DecodeReadAll, size, Impl::Prost),
             0.25,
-        );
+        )?;
     }
     check(
         "encode zap ÷ prost @ 1 KB".into(),
         ratio(Case::Encode, 1024, Impl::Prost),
         0.5,
-    );
+    )?;
     for size in [100 * 1024, 1024 * 1024] {
         check(
             format!("encode zap ÷ memcpy @ {}", fmt_size(size)),
             ratio(Case::Encode, size, Impl::Memcpy),
             1.05,
-        );
+        )?;
     }
     let max_allocs = rows
         .iter()
@@ -283,5 +334,362 @@ fn print_codec_table(rows: &[Row]) {
         "zap allocations per encode/decode (max)".into(),
         max_allocs,
         0.0,
-    );
+    )
+}
+
+// ------------------------------------------------------------------- rpc
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum RpcCase {
+    Latency,
+    Throughput,
+}
+
+impl RpcCase {
+    fn name(self) -> &'static str {
+        match self {
+            RpcCase::Latency => "latency",
+            RpcCase::Throughput => "throughput",
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Measured {
+    Latency(rpc::Latency),
+    CallsPerSec(f64),
+}
+
+struct RpcRow {
+    transport: rpc::Transport,
+    size: usize,
+    imp: rpc::Impl,
+    workers: usize,
+    value: Measured,
+}
+
+fn rpc_group(opts: &Opts) -> Outcome {
+    let timing = if opts.quick {
+        rpc::Timing::QUICK
+    } else {
+        rpc::Timing::FULL
+    };
+    let default_workers = rpc::default_workers();
+    let mut workers = vec![default_workers];
+    if default_workers != 1 {
+        workers.push(1);
+    }
+    let mut rows = Vec::new();
+    let mut failed = false;
+    let mut out = io::stdout().lock();
+    for case in [RpcCase::Latency, RpcCase::Throughput] {
+        for &w in &workers {
+            for transport in rpc::Transport::ALL {
+                for size in rpc::SIZES {
+                    for imp in rpc::Impl::ALL {
+                        if !imp.supports(transport) {
+                            continue;
+                        }
+                        let measured = match case {
+                            RpcCase::Latency => {
+                                rpc::measure_latency(imp, transport, size, w, timing)
+                                    .map(Measured::Latency)
+                            }
+                            RpcCase::Throughput => {
+                                rpc::measure_throughput(imp, transport, size, w, timing)
+                                    .map(Measured::CallsPerSec)
+                            }
+                        };
+                        let value = match measured {
+                            Ok(v) => v,
+                            Err(e) => {
+                                eprintln!(
+                                    "compare rpc: {} {} {} {} workers={w}: {e}",
+                                    case.name(),
+                                    transport.name(),
+                                    fmt_bytes(size),
+                                    imp.name()
+                                );
+                                failed = true;
+                                continue;
+                            }
+                        };
+                        if opts.json
+                            && writeln!(out, "{}", rpc_json(case, transport, size, imp, w, value))
+                                .is_err()
+                        {
+                            return Outcome::StdoutClosed; // e.g. piped into `head`
+                        }
+                        rows.push(RpcRow {
+                            transport,
+                            size,
+                            imp,
+                            workers: w,
+                            value,
+                        });
+                    }
+                }
+            }
+        }
+    }
+    drop(out);
+    if !opts.json && print_rpc_tables(&rows, &workers).is_err() {
+        return Outcome::StdoutClosed;
+    }
+    if failed {
+        Outcome::Failed
+    } else {
+        Outcome::Done
+    }
+}
+
+fn rpc_json(
+    case: RpcCase,
+    transport: rpc::Transport,
+    size: usize,
+    imp: rpc::Impl,
+    workers: usize,
+    value: Measured,
+) -> serde_json::Value {
+    match value {
+        Measured::Latency(l) => serde_json::json!({
+            "group": "rpc",
+            "case": case.name(),
+            "transport": transport.name(),
+            "size": size,
+            "impl": imp.name(),
+            "workers": workers,
+            "p50_us": round2(l.p50_us),
+            "p99_us": round2(l.p99_us),
+            "allocs_per_call": l.allocs_per_call,
+        }),
+        Measured::CallsPerSec(c) => serde_json::json!({
+            "group": "rpc",
+            "case": case.name(),
+            "transport": transport.name(),
+            "size": size,
+            "inflight": rpc::INFLIGHT,
+            "impl": imp.name(),
+            "workers": workers,
+            "calls_per_s": c.round() as u64,
+        }),
+    }
+}
+
+fn find_rpc(
+    rows: &[RpcRow],
+    transport: rpc::Transport,
+    size: usize,
+    imp: rpc::Impl,
+    workers: usize,
+) -> impl Iterator<Item = Measured> + '_ {
+    rows.iter()
+        .filter(move |r| {
+            r.transport == transport && r.size == size && r.imp == imp && r.workers == workers
+        })
+        .map(|r| r.value)
+}
+
+fn latency_of(
+    rows: &[RpcRow],
+    t: rpc::Transport,
+    size: usize,
+    imp: rpc::Impl,
+    w: usize,
+) -> Option<rpc::Latency> {
+    find_rpc(rows, t, size, imp, w).find_map(|m| match m {
+        Measured::Latency(l) => Some(l),
+        Measured::CallsPerSec(_) => None,
+    })
+}
+
+fn rate_of(
+    rows: &[RpcRow],
+    t: rpc::Transport,
+    size: usize,
+    imp: rpc::Impl,
+    w: usize,
+) -> Option<f64> {
+    find_rpc(rows, t, size, imp, w).find_map(|m| match m {
+        Measured::CallsPerSec(c) => Some(c),
+        Measured::Latency(_) => None,
+    })
+}
+
+fn fmt_bytes(size: usize) -> String {
+    if size < 1024 {
+        format!("{size} B")
+    } else {
+        fmt_size(size)
+    }
+}
+
+fn fmt_rate(r: f64) -> String {
+    if r >= 1e6 {
+        format!("{:.2} M", r / 1e6)
+    } else if r >= 1e3 {
+        format!("{:.1} k", r / 1e3)
+    } else {
+        format!("{r:.0}")
+    }
+}
+
+fn fmt_ratio(a: Option<f64>, b: Option<f64>) -> String {
+    match (a, b) {
+        (Some(a), Some(b)) if b > 0.0 => format!("{:.3}×", a / b),
+        _ => "–".into(),
+    }
+}
+
+fn fmt_opt(v: Option<String>) -> String {
+    v.unwrap_or_else(|| "–".into())
+}
+
+fn print_rpc_tables(rows: &[RpcRow], workers: &[usize]) -> io::Result<()> {
+    use rpc::{Impl as I, Transport as T};
+    let mut out = io::stdout().lock();
+    writeln!(
+        out,
+        "rpc latency: unary echo of a Block (payload = body size), 1 call in flight"
+    )?;
+    writeln!(
+        out,
+        "p50 µs (p99 µs for zap); ratios are zap p50 ÷ anchor p50; allocs per call, whole process\n"
+    )?;
+    writeln!(
+        out,
+        "{:>2} {:<5} {:>6} {:>18} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>6} {:>6} {:>6} {:>6}",
+        "w",
+        "trans",
+        "body",
+        "zap",
+        "raw",
+        "mux",
+        "tonic",
+        "÷raw",
+        "÷mux",
+        "÷tonic",
+        "zap al",
+        "raw al",
+        "mux al",
+        "ton al"
+    )?;
+    for &w in workers {
+        for t in T::ALL {
+            for size in rpc::SIZES {
+                let lat = |imp| latency_of(rows, t, size, imp, w);
+                let p50 = |imp| lat(imp).map(|l: rpc::Latency| l.p50_us);
+                let zap = lat(I::Zap).map(|l| format!("{:.1} ({:.1})", l.p50_us, l.p99_us));
+                let us = |imp| fmt_opt(p50(imp).map(|v| format!("{v:.1}")));
+                let al = |imp| {
+                    fmt_opt(lat(imp).map(|l: rpc::Latency| format!("{:.1}", l.allocs_per_call)))
+                };
+                writeln!(
+                    out,
+                    "{:>2} {:<5} {:>6} {:>18} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>6} {:>6} {:>6} {:>6}",
+                    w,
+                    t.name(),
+                    fmt_bytes(size),
+                    fmt_opt(zap),
+                    us(I::Raw),
+                    us(I::Mux),
+                    us(I::Tonic),
+                    fmt_ratio(p50(I::Zap), p50(I::Raw)),
+                    fmt_ratio(p50(I::Zap), p50(I::Mux)),
+                    fmt_ratio(p50(I::Zap), p50(I::Tonic)),
+                    al(I::Zap),
+                    al(I::Raw),
+                    al(I::Mux),
+                    al(I::Tonic),
+                )?;
+            }
+        }
+    }
+
+    writeln!(
+        out,
+        "\nrpc throughput: {} calls in flight on one connection; calls/s; ratios are zap ÷ anchor",
+        rpc::INFLIGHT
+    )?;
+    writeln!(
+        out,
+        "(raw: pipelined writer + reader tasks, no task per call; others: {} tasks looping calls)\n",
+        rpc::INFLIGHT
+    )?;
+    writeln!(
+        out,
+        "{:>2} {:<5} {:>6} {:>10} {:>10} {:>10} {:>10} {:>8} {:>8} {:>8}",
+        "w", "trans", "body", "zap", "raw", "mux", "tonic", "÷raw", "÷mux", "÷tonic"
+    )?;
+    for &w in workers {
+        for t in T::ALL {
+            for size in rpc::SIZES {
+                let rate = |imp| rate_of(rows, t, size, imp, w);
+                let fmt = |imp| fmt_opt(rate(imp).map(fmt_rate));
+                writeln!(
+                    out,
+                    "{:>2} {:<5} {:>6} {:>10} {:>10} {:>10} {:>10} {:>8} {:>8} {:>8}",
+                    w,
+                    t.name(),
+                    fmt_bytes(size),
+                    fmt(I::Zap),
+                    fmt(I::Raw),
+                    fmt(I::Mux),
+                    fmt(I::Tonic),
+                    fmt_ratio(rate(I::Zap), rate(I::Raw)),
+                    fmt_ratio(rate(I::Zap), rate(I::Mux)),
+                    fmt_ratio(rate(I::Zap), rate(I::Tonic)),
+                )?;
+            }
+        }
+    }
+
+    let w = workers[0];
+    writeln!(out, "\ntargets (issue #3), {w} workers:")?;
+    let mut check = |name: String, value: Option<f64>, limit: f64, at_most: bool| {
+        let (op, met) = match value {
+            Some(v) if at_most => ("≤", v <= limit),
+            Some(v) => ("≥", v >= limit),
+            None => (if at_most { "≤" } else { "≥" }, false),
+        };
+        match value {
+            Some(v) => {
+                let verdict = if met { "met" } else { "MISSED" };
+                writeln!(out, "  {name:<48} {v:>7.3} ({op} {limit}) {verdict}")
+            }
+            None => writeln!(out, "  {name:<48} {:>7} ({op} {limit}) MISSED", "n/a"),
+        }
+    };
+    for t in T::ALL {
+        for size in rpc::SIZES {
+            let limit = if size <= 1024 { 1.3 } else { 1.1 };
+            let p50 = |imp| latency_of(rows, t, size, imp, w).map(|l| l.p50_us);
+            let ratio = p50(I::Zap).zip(p50(I::Raw)).map(|(z, r)| z / r);
+            check(
+                format!("p50 latency zap ÷ raw, {} @ {}", t.name(), fmt_bytes(size)),
+                ratio,
+                limit,
+                true,
+            )?;
+        }
+    }
+    let rate = |imp| rate_of(rows, T::Tcp, 64, imp, w);
+    for (anchor, limit) in [(I::Mux, 1.5), (I::Tonic, 20.0)] {
+        check(
+            format!(
+                "calls/s zap ÷ {}, tcp @ 64 B, {} in flight",
+                anchor.name(),
+                rpc::INFLIGHT
+            ),
+            rate(I::Zap).zip(rate(anchor)).map(|(z, a)| z / a),
+            limit,
+            false,
+        )?;
+    }
+    check(
+        "allocations per unary call (zap, tcp, 64 B)".into(),
+        latency_of(rows, T::Tcp, 64, I::Zap, w).map(|l| l.allocs_per_call),
+        4.0,
+        true,
+    )
 }
