@@ -630,8 +630,11 @@ async fn hostile_bytes_close_only_that_connection(t: Transport) {
 
 async fn max_concurrent_streams_refused(t: Transport) {
     let (release_tx, release_rx) = tokio::sync::watch::channel(false);
+    let entered = Arc::new(AtomicUsize::new(0));
+    let e2 = entered.clone();
     let router = Router::new().unary("/test.Block/Wait", move |_req: Request<Bytes>| {
         let mut rx = release_rx.clone();
+        e2.fetch_add(1, Ordering::SeqCst);
         async move {
             let _ = rx.wait_for(|r| *r).await;
             Ok(Response::new(Bytes::new()))
@@ -649,7 +652,14 @@ async fn max_concurrent_streams_refused(t: Transport) {
             })
         })
         .collect();
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Both slots are taken once both handlers have started.
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while entered.load(Ordering::SeqCst) < 2 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("the first two calls never started");
     let e = tokio::time::timeout(
         Duration::from_secs(5),
         ch.unary("/test.Block/Wait", Request::new(Bytes::new())),
@@ -736,13 +746,22 @@ async fn graceful_shutdown(t: Transport) {
     tokio::time::sleep(Duration::from_millis(100)).await;
     let started = Instant::now();
     let _ = env.shutdown.take().unwrap().send(());
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    // New calls are refused.
-    let e = ch
-        .unary("/test.Echo/Unary", Request::new(Bytes::new()))
-        .await
-        .unwrap_err();
-    assert_eq!(e.code(), Code::UNAVAILABLE, "{e}");
+    // New calls are refused once the GOAWAY has arrived (no sleep-based
+    // guess: wait for it, boundedly).
+    let refused = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match ch
+                .unary("/test.Echo/Unary", Request::new(Bytes::new()))
+                .await
+            {
+                Err(e) => return e,
+                Ok(_) => tokio::time::sleep(Duration::from_millis(5)).await,
+            }
+        }
+    })
+    .await
+    .expect("new calls were still accepted during shutdown");
+    assert_eq!(refused.code(), Code::UNAVAILABLE, "{refused}");
     // The call in flight finishes.
     let r = inflight.await.unwrap().unwrap();
     assert_eq!(r.get_ref(), &Bytes::from_static(b"done"));
