@@ -11,7 +11,7 @@ use bytes::{Buf, Bytes, BytesMut};
 
 use super::frame::{
     CloseHead, FRAME_HEADER_LEN, Frame, Header, Malformed, OpenHead, Out, PREFACE, Settings,
-    setting,
+    metadata_len, setting,
 };
 use crate::ids::IdMap;
 use crate::metadata::Metadata;
@@ -25,6 +25,9 @@ pub enum Side {
     /// Serves calls.
     Server,
 }
+
+/// Longest method path accepted for sending.
+const MAX_METHOD: usize = 1024;
 
 /// Flow-control cost of a message beyond its length, so that empty
 /// messages are not free (PROTOCOL.md §7).
@@ -235,6 +238,14 @@ pub enum SendError {
     Closed,
     /// Stream ids are used up: open a new connection.
     Exhausted,
+    /// The peer's MAX_CONCURRENT_STREAMS calls are open already.
+    TooManyStreams {
+        /// The peer's limit.
+        max: u32,
+    },
+    /// The call's own input breaks a rule (method path, metadata size);
+    /// only this call fails.
+    Invalid(&'static str),
 }
 
 impl fmt::Display for SendError {
@@ -250,6 +261,10 @@ impl fmt::Display for SendError {
             }
             SendError::Closed => f.write_str("connection closed or going away"),
             SendError::Exhausted => f.write_str("stream ids exhausted"),
+            SendError::TooManyStreams { max } => {
+                write!(f, "the server allows {max} concurrent calls")
+            }
+            SendError::Invalid(why) => f.write_str(why),
         }
     }
 }
@@ -302,6 +317,9 @@ pub struct Connection {
     events: VecDeque<Event>,
     handshake_deadline: Option<Instant>,
     last_recv: Instant,
+    /// Last frame other than PING/PING ACK: the idle timer runs from here,
+    /// so keepalive traffic does not keep an unused connection open.
+    last_activity: Instant,
     idle_since: Option<Instant>,
     ping_sent: Option<Instant>,
     rate_window: Instant,
@@ -352,6 +370,7 @@ impl Connection {
             out: Out::default(),
             events: VecDeque::new(),
             last_recv: now,
+            last_activity: now,
             idle_since: Some(now),
             ping_sent: None,
             rate_window: now,
@@ -455,6 +474,9 @@ impl Connection {
             frame.advance(FRAME_HEADER_LEN);
             self.last_recv = now;
             self.ping_sent = None;
+            if h.kind != 7 {
+                self.last_activity = now;
+            }
             match Frame::parse(h, frame, &self.cfg.settings) {
                 Ok(f) => self.handle_frame(f, now),
                 Err(Malformed(why)) => return self.fail(Reason::PROTOCOL_ERROR, why),
@@ -710,6 +732,11 @@ impl Connection {
         if self.side != Side::Server {
             return self.fail(Reason::PROTOCOL_ERROR, "CANCEL sent to a client");
         }
+        // Only CANCELs that stop work count toward the reset rate: one
+        // that crossed our CLOSE (or a refusal) is the normal end of a race.
+        if !self.streams.contains_key(&id) {
+            return;
+        }
         self.resets += 1;
         if self.over_rate(now) {
             return;
@@ -811,7 +838,7 @@ impl Connection {
             }));
         }
         if let (Some(idle), Some(since)) = (self.cfg.idle_timeout, self.idle_since) {
-            min(Some(since.max(self.last_recv) + idle));
+            min(Some(since.max(self.last_activity) + idle));
         }
         t
     }
@@ -844,7 +871,7 @@ impl Connection {
             }
         }
         if let (Some(idle), Some(since)) = (self.cfg.idle_timeout, self.idle_since)
-            && now >= since.max(self.last_recv) + idle
+            && now >= since.max(self.last_activity) + idle
         {
             self.fail(Reason::IDLE_TIMEOUT, "idle")
         }
@@ -916,6 +943,25 @@ impl Connection {
         debug_assert_eq!(self.side, Side::Client);
         if !self.accepts_new_calls() {
             return Err(SendError::Closed);
+        }
+        // Input the peer would reject as a protocol error fails this call
+        // alone (§4.2, §5.1).
+        if head.method.first() != Some(&b'/') || head.method.len() > MAX_METHOD {
+            return Err(SendError::Invalid(
+                "method must start with '/' and be at most 1024 bytes",
+            ));
+        }
+        if metadata_len(&head.metadata) > self.peer.max_metadata as usize {
+            return Err(SendError::Invalid(
+                "request metadata exceeds the server's MAX_METADATA",
+            ));
+        }
+        // Beyond the server's limit it would refuse the call anyway, and
+        // refusals count against the reset rate (§9): fail here instead.
+        if self.streams.len() >= self.peer.max_concurrent_streams as usize {
+            return Err(SendError::TooManyStreams {
+                max: self.peer.max_concurrent_streams,
+            });
         }
         if let Some(m) = &message {
             self.check_size(m.len())?;
@@ -1007,6 +1053,11 @@ impl Connection {
 
     /// Server: sends response headers.
     pub fn send_headers(&mut self, id: u32, metadata: &Metadata) -> Result<(), SendError> {
+        if metadata_len(metadata) > self.peer.max_metadata as usize {
+            return Err(SendError::Invalid(
+                "response headers exceed the client's MAX_METADATA",
+            ));
+        }
         match self.streams.get(&id) {
             Some(s) if !s.local_end => {
                 self.out.headers(id, metadata);
@@ -1041,6 +1092,19 @@ impl Connection {
         }
         if self.remove_stream(id).is_none() {
             return Err(SendError::NoStream);
+        }
+        let max_md = self.peer.max_metadata as usize;
+        if metadata_len(&head.trailers) > max_md
+            || headers.is_some_and(|h| metadata_len(h) > max_md)
+        {
+            // Sending them would make the client close the connection;
+            // end this call with an error instead.
+            let head = close_head(
+                Code::INTERNAL,
+                "response metadata exceeds the client's MAX_METADATA",
+            );
+            self.out.close(id, &head, None, None);
+            return Ok(());
         }
         self.out.close(id, head, headers, message);
         Ok(())
@@ -1209,7 +1273,7 @@ impl Connection {
             self.deadlines.remove(&(d, id));
         }
         if self.streams.is_empty() {
-            self.idle_since = Some(self.last_recv);
+            self.idle_since = Some(self.last_activity);
         }
         Some(s)
     }

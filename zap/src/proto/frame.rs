@@ -429,6 +429,22 @@ impl Frame {
 /// being copied next to their frame header.
 const COPY_LIMIT: usize = 4096;
 
+/// Status messages are cut to this many bytes (on a character boundary).
+const MAX_STATUS_MESSAGE: usize = 4096;
+
+/// The longest prefix of `s` (UTF-8) of at most `max` bytes.
+fn truncate_utf8(s: &[u8], max: usize) -> &[u8] {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    // Back up to the start of a character (continuation bytes are 10xxxxxx).
+    while end > 0 && s[end] & 0xC0 == 0x80 {
+        end -= 1;
+    }
+    &s[..end]
+}
+
 /// Growth step of the output buffer.
 const OUT_CHUNK: usize = 8 << 10;
 
@@ -554,9 +570,10 @@ impl Out {
     ) {
         let hlen = headers.map(metadata_len);
         let tlen = metadata_len(&head.trailers);
+        let status_msg = truncate_utf8(&head.message, MAX_STATUS_MESSAGE);
         let len = 4
             + 2
-            + head.message.len()
+            + status_msg.len()
             + 4
             + head.details.len()
             + hlen.map_or(0, |l| 4 + l)
@@ -572,8 +589,8 @@ impl Out {
         }
         self.header(len, Kind::Close, flags, stream);
         self.put(&head.code.0.to_le_bytes());
-        self.put(&(head.message.len() as u16).to_le_bytes());
-        self.put(&head.message);
+        self.put(&(status_msg.len() as u16).to_le_bytes());
+        self.put(status_msg);
         self.put(&(head.details.len() as u32).to_le_bytes());
         self.put(&head.details);
         if let (Some(h), Some(l)) = (headers, hlen) {

@@ -416,15 +416,71 @@ fn too_many_streams_are_refused() {
     let mut s = Config::default();
     s.settings.max_concurrent_streams = 2;
     let mut p = Pair::with(Config::default(), s);
-    let ids: Vec<u32> = (0..3)
-        .map(|_| p.client.open(&head("/s/M"), None, false, p.now).unwrap())
-        .collect();
+    for _ in 0..2 {
+        p.client.open(&head("/s/M"), None, false, p.now).unwrap();
+    }
+    // The client knows the limit and refuses locally.
+    assert_eq!(
+        p.client.open(&head("/s/M"), None, false, p.now),
+        Err(SendError::TooManyStreams { max: 2 })
+    );
     p.drive();
     assert_eq!(p.server_events().len(), 2);
-    let ev = p.client_events();
-    assert!(
-        matches!(&ev[..], [Event::Close { id, head, .. }] if *id == ids[2] && head.code == Code::RESOURCE_EXHAUSTED),
-        "{ev:?}"
+    // A client that ignores it is refused by the server, which stays up.
+    p.raw_to_server(&raw(1, 0x01, 99, &open_payload("/s/M", &[])));
+    assert!(p.server_events().is_empty());
+    let out = Pair::out(&mut p.server);
+    assert_eq!(out[4], 4, "CLOSE");
+    assert_eq!(
+        u32::from_le_bytes(out[10..14].try_into().unwrap()),
+        Code::RESOURCE_EXHAUSTED.0
+    );
+    assert!(!p.server.is_closed());
+}
+
+#[test]
+fn bad_call_input_fails_only_that_call() {
+    let mut p = Pair::new();
+    assert!(matches!(
+        p.client.open(&head("no-slash"), None, true, p.now),
+        Err(SendError::Invalid(_))
+    ));
+    let mut md = Metadata::new();
+    md.insert_bin("big-bin", vec![0u8; 20 << 10]).unwrap();
+    let h = OpenHead {
+        metadata: md,
+        ..head("/s/M")
+    };
+    assert!(matches!(
+        p.client.open(&h, None, true, p.now),
+        Err(SendError::Invalid(_))
+    ));
+    // A CANCEL for a call the server already closed is not a reset.
+    let id = p.client.open(&head("/s/M"), None, true, p.now).unwrap();
+    p.drive();
+    p.server_events();
+    p.server.close(id, &ok(), None, None).unwrap();
+    for _ in 0..5000 {
+        p.raw_to_server(&raw(5, 0, id, &1u32.to_le_bytes()));
+    }
+    assert!(!p.server.is_closed());
+}
+
+#[test]
+fn keepalive_does_not_keep_an_idle_connection_open() {
+    let mut c = Config::default();
+    c.keepalive_interval = Some(Duration::from_secs(1));
+    c.keepalive_timeout = Duration::from_secs(5);
+    let mut s = Config::default();
+    s.idle_timeout = Some(Duration::from_secs(3));
+    s.keepalive_interval = None;
+    let mut p = Pair::with(c, s);
+    for _ in 0..4 {
+        p.advance(Duration::from_millis(1100));
+    }
+    assert_eq!(
+        closed_reason(&p.server_events()),
+        Some(Reason::IDLE_TIMEOUT)
     );
 }
 

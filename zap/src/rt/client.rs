@@ -188,19 +188,29 @@ impl Channel {
         message: Option<Bytes>,
         end: bool,
     ) -> Result<(Arc<Shared>, u32), Status> {
-        let timeout = match deadline {
-            None => None,
-            Some(d) => {
-                let left = d.saturating_duration_since(Instant::now());
-                if left.is_zero() {
-                    return Err(Status::deadline_exceeded("deadline passed before the call"));
-                }
-                Some(left)
-            }
-        };
-        let head = OpenHead {
+        let expired = || Status::deadline_exceeded("deadline passed before the call could start");
+        let opening = self.open_call(method, metadata, deadline, message, end);
+        match deadline {
+            // Connecting and waiting for the window count against the
+            // deadline too.
+            Some(d) => tokio::time::timeout_at(d.into(), opening)
+                .await
+                .unwrap_or_else(|_| Err(expired())),
+            None => opening.await,
+        }
+    }
+
+    async fn open_call(
+        &self,
+        method: Method,
+        metadata: Metadata,
+        deadline: Option<Instant>,
+        message: Option<Bytes>,
+        end: bool,
+    ) -> Result<(Arc<Shared>, u32), Status> {
+        let mut head = OpenHead {
             method: method.0,
-            timeout,
+            timeout: None,
             metadata,
         };
         let mut retried = false;
@@ -211,7 +221,14 @@ impl Channel {
                 if inner.error.is_some() {
                     return Poll::Ready(Err(SendError::Closed));
                 }
-                match inner.conn.open(&head, message.clone(), end, Instant::now()) {
+                // The server gets the time left now, not when the call
+                // was made.
+                let now = Instant::now();
+                head.timeout = deadline.map(|d| d.saturating_duration_since(now));
+                if head.timeout.is_some_and(|t| t.is_zero()) {
+                    return Poll::Ready(Err(SendError::Invalid("deadline passed")));
+                }
+                match inner.conn.open(&head, message.clone(), end, now) {
                     Ok(id) => {
                         inner.calls.insert(id, Slot::default());
                         inner.flush();
@@ -238,6 +255,15 @@ impl Channel {
                         "request of {size} bytes exceeds the server's limit of {max}"
                     )));
                 }
+                Err(e @ SendError::TooManyStreams { .. }) => {
+                    return Err(Status::resource_exhausted(e.to_string()));
+                }
+                Err(SendError::Invalid("deadline passed")) => {
+                    return Err(Status::deadline_exceeded(
+                        "deadline passed before the call could start",
+                    ));
+                }
+                Err(SendError::Invalid(why)) => return Err(Status::invalid_argument(why)),
                 Err(e) => {
                     self.forget(&shared);
                     return Err(Status::unavailable(e.to_string()));
@@ -350,10 +376,26 @@ impl Channel {
         req.deadline = deadline;
         let (sender, response) = self.open(method, req).await?;
         let pump = pump(sender, request_stream(messages));
-        let (pumped, resp) = join(pump, response.into_unary()).await;
-        match resp {
-            Ok(r) => Ok(r),
-            Err(s) => Err(pumped.err().unwrap_or(s)),
+        let mut pump = std::pin::pin!(pump);
+        let mut response = std::pin::pin!(response.into_unary());
+        let mut pumped: Option<Result<(), Status>> = None;
+        // The response decides: when it is done the call is over, whether
+        // or not the request stream was sent out (an early status wins).
+        let resp = poll_fn(|cx| {
+            if pumped.is_none()
+                && let Poll::Ready(r) = pump.as_mut().poll(cx)
+            {
+                pumped = Some(r);
+            }
+            response.as_mut().poll(cx)
+        })
+        .await;
+        match (resp, pumped) {
+            (Ok(r), _) => Ok(r),
+            // A connection failure seen first by the sender explains a
+            // vaguer response error.
+            (Err(s), Some(Err(p))) if s.code() == Code::UNAVAILABLE => Err(p),
+            (Err(s), _) => Err(s),
         }
     }
 
@@ -419,35 +461,6 @@ async fn pump(
         sender.send(m).await?;
     }
     sender.finish()
-}
-
-/// Runs two futures to completion concurrently on this task.
-async fn join<A: Future, B: Future>(a: A, b: B) -> (A::Output, B::Output) {
-    let mut a = std::pin::pin!(a);
-    let mut b = std::pin::pin!(b);
-    let (mut ra, mut rb) = (None, None);
-    poll_fn(|cx| {
-        if ra.is_none()
-            && let Poll::Ready(v) = a.as_mut().poll(cx)
-        {
-            ra = Some(v);
-        }
-        if rb.is_none()
-            && let Poll::Ready(v) = b.as_mut().poll(cx)
-        {
-            rb = Some(v);
-        }
-        if ra.is_some() && rb.is_some() {
-            Poll::Ready(())
-        } else {
-            Poll::Pending
-        }
-    })
-    .await;
-    match (ra, rb) {
-        (Some(a), Some(b)) => (a, b),
-        _ => unreachable!("both completed"),
-    }
 }
 
 /// Waits for the response headers (or an early status) of call `id`.

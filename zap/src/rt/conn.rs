@@ -26,6 +26,11 @@ use crate::status::{Code, Status};
 /// Output beyond what flow control allows before reading pauses (see
 /// `Driver::read_pause`).
 const PAUSE_MARGIN: usize = 1 << 20;
+/// Caps on the peer-announced window and message size used for the pause.
+const MAX_WINDOW_OUT: usize = 64 << 20;
+const MAX_MESSAGE_OUT: usize = 16 << 20;
+/// How long a closed connection may take to write its last bytes.
+const CLOSE_FLUSH: std::time::Duration = std::time::Duration::from_secs(1);
 /// Read buffer growth step.
 const READ_CHUNK: usize = 64 << 10;
 /// Chunks handed to one vectored write.
@@ -250,7 +255,12 @@ impl Inner {
                         w.wake();
                     }
                 }
-                Event::GoAway { .. } => {}
+                Event::GoAway { .. } => {
+                    // Calls waiting to open must learn they cannot.
+                    for w in self.open_waiters.drain(..) {
+                        w.wake();
+                    }
+                }
                 Event::Closed(err) => {
                     self.error = Some(err);
                     for s in self.calls.values_mut() {
@@ -282,7 +292,9 @@ impl Inner {
 
     /// Registers to be woken when the connection window reopens.
     pub(crate) fn wait_open(&mut self, w: &Waker) {
-        self.open_waiters.push(w.clone());
+        if !self.open_waiters.iter().any(|o| o.will_wake(w)) {
+            self.open_waiters.push(w.clone());
+        }
     }
 
     /// Polls the next item of call `id`, returning its window credit.
@@ -374,6 +386,8 @@ pub(crate) struct Driver {
     /// bound, it never stops legitimate traffic (pausing at a fixed 8 MiB
     /// deadlocked two peers sending each other large messages).
     read_pause: usize,
+    /// Bounds the final flush of a closed connection.
+    close_timer: Option<Pin<Box<tokio::time::Sleep>>>,
     _guard: Option<ConnGuard>,
 }
 
@@ -398,6 +412,7 @@ impl Driver {
             spawner,
             spawn: Vec::new(),
             read_pause: usize::MAX,
+            close_timer: None,
             _guard: guard,
         }
     }
@@ -539,9 +554,12 @@ impl Future for Driver {
                 let mut inner = shared.lock();
                 progress |= this.poll_timer(&mut inner, cx, &mut spawn);
                 inner.conn.poll_transmit(&mut this.chunks);
+                // Local caps: the peer's announcement sets the bound, but
+                // not beyond what this side is willing to buffer.
                 let peer = inner.conn.peer_settings();
-                this.read_pause =
-                    peer.connection_window as usize + peer.max_message as usize + PAUSE_MARGIN;
+                this.read_pause = (peer.connection_window as usize).min(MAX_WINDOW_OUT)
+                    + (peer.max_message as usize).min(MAX_MESSAGE_OUT)
+                    + PAUSE_MARGIN;
             }
             this.start_calls(&mut spawn, cx);
             match this.poll_write(cx) {
@@ -556,11 +574,24 @@ impl Future for Driver {
                 }
             }
             let mut inner = this.shared.lock();
-            if inner.conn.is_closed() && this.wqueue.is_empty() && inner.conn.pending_output() == 0
-            {
-                drop(inner);
-                let _ = Pin::new(&mut this.io).poll_shutdown(cx);
-                return Poll::Ready(());
+            if inner.conn.is_closed() {
+                // Nothing read from now on matters: stop reading, so a peer
+                // that keeps sending cannot grow the buffer.
+                this.read_done = true;
+                this.rbuf = BytesMut::new();
+                if this.wqueue.is_empty() && inner.conn.pending_output() == 0 {
+                    drop(inner);
+                    let _ = Pin::new(&mut this.io).poll_shutdown(cx);
+                    return Poll::Ready(());
+                }
+                // A peer that does not read our last bytes (GOAWAY) gets
+                // its socket dropped after CLOSE_FLUSH.
+                let timer = this
+                    .close_timer
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(CLOSE_FLUSH)));
+                if timer.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(());
+                }
             }
             // Go idle only if nothing was produced since the last write:
             // producers skip the wake while we are active.

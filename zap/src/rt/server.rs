@@ -538,7 +538,14 @@ impl Server {
                         let conns = conns.clone();
                         let stop = stop_rx.clone();
                         tokio::spawn(async move {
-                            let Ok(conn) = incoming.handshake().await else {
+                            let mut stop_hs = stop.clone();
+                            // A connection still in its handshake when the
+                            // server stops is dropped, not started.
+                            let conn = tokio::select! {
+                                c = incoming.handshake() => c,
+                                _ = stop_hs.wait_for(|s| *s) => return,
+                            };
+                            let Ok(conn) = conn else {
                                 return;
                             };
                             let (stream, peer, guard) = conn.into_parts();
