@@ -248,16 +248,16 @@ async fn all_call_kinds(t: Transport) {
     env.stop().await;
 }
 
-async fn more_than_a_connection_window(t: Transport) {
-    // 64 callers move 40 MiB each way through 16 MiB connection windows:
-    // credit must come back for messages in OPEN and CLOSE frames too.
+/// 64 callers each make `rounds` echo calls of `size` bytes on one
+/// connection; all must complete (within 60 s) with the right length.
+async fn concurrent_echoes(t: Transport, size: usize, rounds: usize, stalled: &str) {
     let env = start(t, echo_router()).await;
     let ch = env.channel();
-    let body = Bytes::from(vec![1u8; 16 << 10]);
+    let body = Bytes::from(vec![7u8; size]);
     let calls = (0..64).map(|_| {
         let (ch, body) = (ch.clone(), body.clone());
         tokio::spawn(async move {
-            for _ in 0..40 {
+            for _ in 0..rounds {
                 let r = ch
                     .unary("/test.Echo/Unary", Request::new(body.clone()))
                     .await;
@@ -268,39 +268,24 @@ async fn more_than_a_connection_window(t: Transport) {
     let all = futures_util::future::join_all(calls);
     for r in tokio::time::timeout(Duration::from_secs(60), all)
         .await
-        .expect("calls stalled: window credit lost")
+        .expect(stalled)
     {
         r.unwrap();
     }
     env.stop().await;
 }
 
+async fn more_than_a_connection_window(t: Transport) {
+    // 64 callers move 40 MiB each way through 16 MiB connection windows:
+    // credit must come back for messages in OPEN and CLOSE frames too.
+    concurrent_echoes(t, 16 << 10, 40, "calls stalled: window credit lost").await;
+}
+
 async fn large_messages_both_ways_concurrently(t: Transport) {
     // 64 calls of 1 MiB in flight each way on one connection: both sides
     // have far more to write than the socket buffers hold, and must keep
     // reading while they write.
-    let env = start(t, echo_router()).await;
-    let ch = env.channel();
-    let body = Bytes::from(vec![7u8; 1 << 20]);
-    let calls = (0..64).map(|_| {
-        let (ch, body) = (ch.clone(), body.clone());
-        tokio::spawn(async move {
-            for _ in 0..2 {
-                let r = ch
-                    .unary("/test.Echo/Unary", Request::new(body.clone()))
-                    .await;
-                assert_eq!(r.unwrap().get_ref().len(), body.len());
-            }
-        })
-    });
-    let all = futures_util::future::join_all(calls);
-    for r in tokio::time::timeout(Duration::from_secs(60), all)
-        .await
-        .expect("large calls stalled")
-    {
-        r.unwrap();
-    }
-    env.stop().await;
+    concurrent_echoes(t, 1 << 20, 2, "large calls stalled").await;
 }
 
 async fn bidi_flow_control_bounds_buffering(t: Transport) {

@@ -370,11 +370,8 @@ impl Channel {
     where
         S: Stream<Item = Bytes> + Send + 'static,
     {
-        let (metadata, messages, deadline) = (request.metadata, request.message, request.deadline);
-        let mut req = Request::new(());
-        req.metadata = metadata;
-        req.deadline = deadline;
-        let (sender, response) = self.open(method, req).await?;
+        let (head, messages) = split_request(request);
+        let (sender, response) = self.open(method, head).await?;
         let pump = pump(sender, request_stream(messages));
         let mut pump = std::pin::pin!(pump);
         let mut response = std::pin::pin!(response.into_unary());
@@ -409,11 +406,8 @@ impl Channel {
     where
         S: Stream<Item = Bytes> + Send + 'static,
     {
-        let (metadata, messages, deadline) = (request.metadata, request.message, request.deadline);
-        let mut req = Request::new(());
-        req.metadata = metadata;
-        req.deadline = deadline;
-        let (sender, response) = self.open(method, req).await?;
+        let (head, messages) = split_request(request);
+        let (sender, response) = self.open(method, head).await?;
         tokio::spawn(pump(sender, request_stream(messages)));
         response.into_stream().await
     }
@@ -443,6 +437,20 @@ impl Channel {
             CallResponse { shared, id },
         ))
     }
+}
+
+/// A request's head (metadata, deadline) and its message stream.
+fn split_request<S>(request: Request<S>) -> (Request<()>, S) {
+    let Request {
+        metadata,
+        message,
+        deadline,
+        ..
+    } = request;
+    let mut head = Request::new(());
+    head.metadata = metadata;
+    head.deadline = deadline;
+    (head, message)
 }
 
 fn request_stream<S>(s: S) -> Pin<Box<dyn Stream<Item = Bytes> + Send>>
