@@ -940,6 +940,45 @@ fn pem_to_der(pem: &str) -> Vec<u8> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_the_last_channel_closes_its_connection() {
+    // With room for one connection, a second channel can only connect once
+    // the first channel's connection has been closed.
+    let env = start_with(
+        Transport::Tcp,
+        echo_router(),
+        Server::builder(),
+        Limits::default().with_max_connections(1),
+    )
+    .await;
+    let first = env.channel();
+    let stream = first
+        .server_streaming("/test.Echo/Split", Request::new(Bytes::from_static(b"ab")))
+        .await
+        .unwrap()
+        .into_inner();
+    drop(first);
+    // A call still held by the caller completes after the channel is gone.
+    let parts: Vec<Bytes> = stream.map(|m| m.unwrap()).collect().await;
+    assert_eq!(parts.len(), 2);
+    let second = env.channel();
+    let ok = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match second
+                .unary("/test.Echo/Unary", Request::new(Bytes::from_static(b"x")))
+                .await
+            {
+                Ok(r) => return r,
+                Err(_) => tokio::time::sleep(Duration::from_millis(150)).await,
+            }
+        }
+    })
+    .await
+    .expect("the dropped channel's connection was never closed");
+    assert_eq!(ok.get_ref(), &Bytes::from_static(b"x"));
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn duplicate_routes_are_an_error() {
     let router = echo_router().unary("/test.Echo/Unary", |r: Request<Bytes>| async move {
         Ok(Response::new(r.into_inner()))

@@ -94,6 +94,17 @@ struct ChannelInner {
     connecting: tokio::sync::Mutex<()>,
 }
 
+impl Drop for ChannelInner {
+    /// The last `Channel` clone is gone: its connection closes once the
+    /// calls still in flight (streams held by the caller) are done.
+    fn drop(&mut self) {
+        let st = self.state.get_mut().unwrap_or_else(|e| e.into_inner());
+        if let Some(shared) = st.current.take() {
+            shared.lock().retire();
+        }
+    }
+}
+
 struct ConnState {
     current: Option<Arc<Shared>>,
     retry_at: Option<Instant>,
@@ -133,6 +144,7 @@ impl Channel {
         if st.current.as_ref().is_some_and(|c| Arc::ptr_eq(c, stale)) {
             st.current = None;
         }
+        stale.lock().retire();
     }
 
     /// The live connection, connecting if needed.

@@ -137,6 +137,8 @@ pub(crate) struct Inner {
     /// through the run queue and rouse an idle worker).
     driver_active: bool,
     pub(crate) error: Option<ConnError>,
+    /// Close the connection once no call is left (its client went away).
+    close_when_idle: bool,
     open_waiters: Vec<Waker>,
     pub(crate) new_calls: Vec<NewCall>,
 }
@@ -156,6 +158,7 @@ impl Shared {
                 driver: None,
                 driver_active: false,
                 error: None,
+                close_when_idle: false,
                 open_waiters: Vec::new(),
                 new_calls: Vec::new(),
             }),
@@ -179,6 +182,17 @@ impl Inner {
         {
             w.wake_by_ref();
         }
+    }
+
+    /// No new calls will be made on this connection: announce it to the
+    /// peer and close once the calls in flight are done.
+    pub(crate) fn retire(&mut self) {
+        if self.close_when_idle || self.conn.is_closed() {
+            return;
+        }
+        self.close_when_idle = true;
+        self.conn.goaway("client done");
+        self.wake_driver();
     }
 
     /// Wakes the driver unconditionally (state it must act on changed).
@@ -574,6 +588,11 @@ impl Future for Driver {
                 }
             }
             let mut inner = this.shared.lock();
+            if inner.close_when_idle && inner.calls.is_empty() && !inner.conn.is_closed() {
+                inner.conn.close_connection(Reason::NO_ERROR, "client done");
+                inner.dispatch();
+                progress = true;
+            }
             if inner.conn.is_closed() {
                 // Nothing read from now on matters: stop reading, so a peer
                 // that keeps sending cannot grow the buffer.

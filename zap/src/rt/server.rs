@@ -378,11 +378,15 @@ where
     let mut stream: BoxStream = Box::pin(stream);
     while let Some(item) = poll_fn(|cx| stream.as_mut().poll_next(cx)).await {
         match item {
-            Ok(m) => {
-                if w.send(m).await.is_err() {
-                    return; // the call is gone (cancelled, connection lost)
+            Ok(m) => match w.send(m).await {
+                Ok(()) => {}
+                // A message the client cannot take ends the call with the
+                // status that says so.
+                Err(s) if s.code() == Code::RESOURCE_EXHAUSTED => {
+                    return w.close(&s, None, trailers, None).await;
                 }
-            }
+                Err(_) => return, // the call is gone (cancelled, connection lost)
+            },
             Err(s) => return w.close(&s, None, trailers, None).await,
         }
     }
