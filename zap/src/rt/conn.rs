@@ -50,6 +50,27 @@ pub(crate) enum Item {
 }
 
 impl Item {
+    /// The item with its message copied out of the read buffer. A message
+    /// is a slice of the buffer it arrived in and keeps all of it alive:
+    /// only the first item of a call stays zero-copy, so a reader that lets
+    /// messages queue up pins at most one buffer per call, and the queue
+    /// itself holds no more than the flow-control window allows.
+    fn detached(self) -> Item {
+        match self {
+            Item::Message(m) => Item::Message(Bytes::copy_from_slice(&m)),
+            Item::Close {
+                head,
+                headers,
+                message,
+            } => Item::Close {
+                head,
+                headers,
+                message: message.map(|m| Bytes::copy_from_slice(&m)),
+            },
+            other => other,
+        }
+    }
+
     /// The length of the message this item carries (a `CLOSE` may carry
     /// one): its window credit is returned when the item is taken (§7).
     fn message_len(&self) -> Option<usize> {
@@ -78,7 +99,7 @@ impl Items {
         match item {
             Item::End => self.ended = true,
             item if self.first.is_none() && self.rest.is_empty() => self.first = Some(item),
-            item => self.rest.push_back(item),
+            item => self.rest.push_back(item.detached()),
         }
     }
 
@@ -648,4 +669,28 @@ pub(crate) fn close_now(shared: &Shared, reason: Reason, message: &str) {
     inner.conn.close_connection(reason, message);
     inner.dispatch();
     inner.wake_driver();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_first_queued_message_shares_the_read_buffer() {
+        let buf = Bytes::from(vec![7u8; 64 << 10]);
+        let inside = |b: &Bytes| buf.as_ptr_range().contains(&b.as_ptr());
+        let mut items = Items::default();
+        for i in 0..3 {
+            items.push(Item::Message(buf.slice(i * 10..i * 10 + 10)));
+        }
+        items.push(Item::End);
+        let mut shared = Vec::new();
+        while let Some(item) = items.pop() {
+            if let Item::Message(m) = item {
+                assert_eq!(m.len(), 10);
+                shared.push(inside(&m));
+            }
+        }
+        assert_eq!(shared, [true, false, false]);
+    }
 }
