@@ -234,12 +234,19 @@ impl Channel {
                     return Poll::Ready(Err(SendError::Closed));
                 }
                 // The server gets the time left now, not when the call
-                // was made.
-                let now = Instant::now();
-                head.timeout = deadline.map(|d| d.saturating_duration_since(now));
-                if head.timeout.is_some_and(|t| t.is_zero()) {
-                    return Poll::Ready(Err(SendError::Invalid("deadline passed")));
-                }
+                // was made. (The clock is read only for calls with a
+                // deadline: the proto core needs `now` only to arm one.)
+                let now = if let Some(d) = deadline {
+                    let now = Instant::now();
+                    let left = d.saturating_duration_since(now);
+                    if left.is_zero() {
+                        return Poll::Ready(Err(SendError::Invalid("deadline passed")));
+                    }
+                    head.timeout = Some(left);
+                    now
+                } else {
+                    *epoch()
+                };
                 match inner.conn.open(&head, message.clone(), end, now) {
                     Ok(id) => {
                         inner.calls.insert(id, Slot::default());
@@ -449,6 +456,13 @@ impl Channel {
             CallResponse { shared, id },
         ))
     }
+}
+
+/// A fixed instant for calls without a deadline (the proto core uses `now`
+/// only to arm deadlines).
+fn epoch() -> &'static Instant {
+    static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    EPOCH.get_or_init(Instant::now)
 }
 
 /// A request's head (metadata, deadline) and its message stream.
