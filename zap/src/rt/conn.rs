@@ -358,6 +358,28 @@ impl Inner {
         }
     }
 
+    /// Server: takes the request of a unary call if it is all there (one
+    /// message, then the end), under this one lock. `None` leaves the slot
+    /// untouched for the general path.
+    pub(crate) fn take_single(&mut self, id: u32) -> Option<Bytes> {
+        let slot = self.calls.get_mut(&id)?;
+        let items = &mut slot.items;
+        if !items.ended || !items.rest.is_empty() || slot.cancelled.is_some() {
+            return None;
+        }
+        let Some(Item::Message(_)) = &items.first else {
+            return None;
+        };
+        let Some(Item::Message(m)) = items.first.take() else {
+            return None;
+        };
+        items.ended = false;
+        let len = m.len();
+        self.conn.consumed(id, len);
+        self.flush();
+        Some(m)
+    }
+
     /// Registers the sender of call `id` to be woken when it may send.
     pub(crate) fn wait_send(&mut self, id: u32, cx: &mut Context<'_>) {
         if let Some(s) = self.calls.get_mut(&id) {

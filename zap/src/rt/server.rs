@@ -335,6 +335,31 @@ impl Router {
 /// Reads the one request message of a unary or server-streaming call; on
 /// failure answers the call with the status and returns `None`.
 async fn single(call: ServerCall) -> Option<(Request<Bytes>, CallWriter)> {
+    // Fast path: a unary request arrives as one OPEN frame, so message and
+    // end are usually there already when the call starts.
+    let taken = call.shared.lock().take_single(call.id);
+    if let Some(message) = taken {
+        let ServerCall {
+            shared,
+            id,
+            method,
+            metadata,
+            deadline,
+        } = call;
+        let req = Request {
+            metadata,
+            message,
+            deadline,
+            peer: Some(shared.peer.clone()),
+            method: Some(method),
+        };
+        let w = CallWriter {
+            shared,
+            id,
+            headers_sent: false,
+        };
+        return Some((req, w));
+    }
     let (mut req, w) = call.into_request();
     let read = async {
         let Some(message) = req.message.message().await? else {
