@@ -126,7 +126,9 @@ pub(crate) struct Slot {
     /// Server: the call was cancelled (by the client, its deadline, or the
     /// connection ending).
     pub(crate) cancelled: Option<Code>,
-    cancel_wakers: Vec<Waker>,
+    /// The one waiter for cancellation (the call's runner, which registers
+    /// again on every poll, so the latest poll's waker is the right one).
+    cancel_waker: Option<Waker>,
 }
 
 impl Slot {
@@ -137,7 +139,7 @@ impl Slot {
         if let Some(w) = self.send_waker.take() {
             w.wake();
         }
-        for w in self.cancel_wakers.drain(..) {
+        if let Some(w) = self.cancel_waker.take() {
             w.wake();
         }
     }
@@ -394,8 +396,12 @@ impl Inner {
             Some(s) => match s.cancelled {
                 Some(c) => Poll::Ready(c),
                 None => {
-                    if !s.cancel_wakers.iter().any(|w| w.will_wake(cx.waker())) {
-                        s.cancel_wakers.push(cx.waker().clone());
+                    if !s
+                        .cancel_waker
+                        .as_ref()
+                        .is_some_and(|w| w.will_wake(cx.waker()))
+                    {
+                        s.cancel_waker = Some(cx.waker().clone());
                     }
                     Poll::Pending
                 }
