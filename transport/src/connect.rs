@@ -12,7 +12,7 @@ use tokio_rustls::TlsConnector;
 
 use crate::limits::Limits;
 use crate::stream::{Conn, PeerInfo, Stream};
-use crate::tls::{ALPN, ClientTls};
+use crate::tls::ClientTls;
 use crate::url::{Scheme, Url};
 
 /// Opens connections to zap URLs.
@@ -92,15 +92,7 @@ impl Connector {
             .connect(name.clone(), tcp)
             .await
             .map_err(ConnectError::Tls)?;
-        let (_, session) = stream.get_ref();
-        if session.alpn_protocol() != Some(ALPN) {
-            return Err(ConnectError::Alpn);
-        }
-        peer.alpn = Some(ALPN.to_vec());
-        peer.certificates = session
-            .peer_certificates()
-            .map(<[_]>::to_vec)
-            .unwrap_or_default();
+        crate::tls::check_session(stream.get_ref().1, &mut peer)?;
         peer.server_name = Some(name.to_str().into_owned());
         Ok(Conn::new(Stream::TlsClient(Box::new(stream)), peer, None))
     }

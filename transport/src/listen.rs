@@ -16,7 +16,7 @@ use tokio_rustls::TlsAcceptor;
 use crate::connect::ConnectError;
 use crate::limits::Limits;
 use crate::stream::{Conn, PeerInfo, Stream};
-use crate::tls::{ALPN, ServerTls};
+use crate::tls::ServerTls;
 use crate::url::{Scheme, Url};
 
 /// A bound zap endpoint.
@@ -325,15 +325,8 @@ impl Incoming {
             .await
             .map_err(|_| ConnectError::Timeout)?
             .map_err(ConnectError::Tls)?;
-        let (_, session) = stream.get_ref();
-        if session.alpn_protocol() != Some(ALPN) {
-            return Err(ConnectError::Alpn);
-        }
-        peer.alpn = Some(ALPN.to_vec());
-        peer.certificates = session
-            .peer_certificates()
-            .map(<[_]>::to_vec)
-            .unwrap_or_default();
+        let session = stream.get_ref().1;
+        crate::tls::check_session(session, &mut peer)?;
         peer.server_name = session.server_name().map(str::to_owned);
         Ok(Conn::new(Stream::TlsServer(Box::new(stream)), peer, permit))
     }

@@ -146,6 +146,23 @@ impl ClientTls {
     }
 }
 
+/// After a handshake (either side): requires ALPN `zap/1` and records the
+/// negotiated protocol and the peer's certificates in `peer`.
+pub(crate) fn check_session(
+    session: &rustls::CommonState,
+    peer: &mut crate::PeerInfo,
+) -> Result<(), crate::ConnectError> {
+    if session.alpn_protocol() != Some(ALPN) {
+        return Err(crate::ConnectError::Alpn);
+    }
+    peer.alpn = Some(ALPN.to_vec());
+    peer.certificates = session
+        .peer_certificates()
+        .map(<[_]>::to_vec)
+        .unwrap_or_default();
+    Ok(())
+}
+
 fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }

@@ -349,6 +349,29 @@ fn mtls_server(pki: &TestPki, required: bool) -> ServerTls {
 /// Under TLS 1.3 the client's handshake ends before the server has checked
 /// the client certificate, so a refusal shows either in `connect` or on the
 /// first read.
+/// A client certificate signed by the CA is accepted, and the server sees
+/// it as the peer's identity.
+async fn assert_member_accepted(
+    pki: &TestPki,
+    local: &Url,
+    server: &mut mpsc::UnboundedReceiver<Result<PeerInfo, ConnectError>>,
+) {
+    let member = client_tls(pki)
+        .with_identity(
+            pki.client_cert_pem.as_bytes(),
+            pki.client_key_pem.as_bytes(),
+        )
+        .unwrap();
+    let mut conn = Connector::new(Limits::default())
+        .with_tls(member)
+        .connect(local)
+        .await
+        .unwrap();
+    assert_echo(&mut conn.stream).await;
+    let seen = next_result(server).await.unwrap();
+    assert_eq!(seen.peer_certificate(), Some(&der(&pki.client_cert_pem)));
+}
+
 async fn assert_refused_by_server(connector: &Connector, local: &Url) {
     if let Ok(mut conn) = connector.connect(local).await {
         assert!(roundtrip(&mut conn.stream, b"hello").await.is_err());
@@ -389,20 +412,7 @@ async fn mtls_required() {
     );
 
     // A certificate signed by the CA: accepted, and visible to the server.
-    let member = client_tls(&pki)
-        .with_identity(
-            pki.client_cert_pem.as_bytes(),
-            pki.client_key_pem.as_bytes(),
-        )
-        .unwrap();
-    let mut conn = Connector::new(Limits::default())
-        .with_tls(member)
-        .connect(&local)
-        .await
-        .unwrap();
-    assert_echo(&mut conn.stream).await;
-    let seen = next_result(&mut server).await.unwrap();
-    assert_eq!(seen.peer_certificate(), Some(&der(&pki.client_cert_pem)));
+    assert_member_accepted(&pki, &local, &mut server).await;
 }
 
 #[tokio::test]
@@ -417,20 +427,7 @@ async fn mtls_optional() {
     let seen = next_result(&mut server).await.unwrap();
     assert!(seen.peer_certificate().is_none());
 
-    let member = client_tls(&pki)
-        .with_identity(
-            pki.client_cert_pem.as_bytes(),
-            pki.client_key_pem.as_bytes(),
-        )
-        .unwrap();
-    let mut conn = Connector::new(Limits::default())
-        .with_tls(member)
-        .connect(&local)
-        .await
-        .unwrap();
-    assert_echo(&mut conn.stream).await;
-    let seen = next_result(&mut server).await.unwrap();
-    assert_eq!(seen.peer_certificate(), Some(&der(&pki.client_cert_pem)));
+    assert_member_accepted(&pki, &local, &mut server).await;
 
     // Presenting a certificate is optional; presenting a bad one is not.
     let stranger = client_tls(&pki)
