@@ -8,7 +8,7 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 
 use crate::metadata::{Metadata, check_ascii_value, check_key, is_binary_key};
 use crate::status::Code;
@@ -647,14 +647,4 @@ pub(crate) fn metadata_len(md: &Metadata) -> usize {
         .iter()
         .map(|(k, v)| 2 + k.len() + 4 + v.len())
         .sum()
-}
-
-/// Appends `b` to `dst` (test helper and sniffing support).
-#[allow(dead_code)]
-pub(crate) fn concat(chunks: &[Bytes]) -> BytesMut {
-    let mut dst = BytesMut::new();
-    for c in chunks {
-        dst.put_slice(c);
-    }
-    dst
 }

@@ -351,8 +351,8 @@ impl Streaming {
                     });
                     return Poll::Ready(Ok(Some(m)));
                 }
+                // Taking the CLOSE removed the call's slot already.
                 self.done = true;
-                self.finish_client();
                 if head.code == Code::OK {
                     self.trailers = Some(head.trailers);
                     Poll::Ready(Ok(None))
@@ -361,13 +361,6 @@ impl Streaming {
                 }
             }
             None => Poll::Ready(Ok(None)),
-        }
-    }
-
-    fn finish_client(&mut self) {
-        if self.client {
-            let mut inner = self.shared.lock();
-            inner.remove_call(self.id);
         }
     }
 }

@@ -509,8 +509,8 @@ async fn response_stream(shared: Arc<Shared>, id: u32) -> Result<Response<Stream
             message,
         }) => {
             if head.code != Code::OK {
+                // Taking the CLOSE removed the call's slot already.
                 stream.done = true;
-                stream.shared.lock().remove_call(id);
                 return Err(status_of(head));
             }
             let h = headers.clone().unwrap_or_default();
