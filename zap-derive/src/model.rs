@@ -1,41 +1,31 @@
-//! The model of a message type, parsed from a `DeriveInput`.
-//!
-//! This is the shape the code generator consumes; `zap-build` will fill the
-//! same model from `.proto` files.
+//! `#[derive(zap::Message)]`: a `DeriveInput` parsed into the shared
+//! codegen model (`zap_codegen::model::Message`), which `zap-build` fills
+//! from `.proto` files.
 
 use syn::spanned::Spanned;
+use zap_codegen::model::{Field, Layout, Message};
 
 use crate::ctxt::Ctxt;
 
-/// A message: a struct with named fields.
-pub(crate) struct Message<'a> {
-    pub(crate) ident: &'a syn::Ident,
-    pub(crate) vis: &'a syn::Visibility,
-    pub(crate) fields: Vec<Field<'a>>,
-    /// Explicit `#[zap(offset = N)]` on every field: the Go-compatible
-    /// layout without a size word.
-    pub(crate) explicit: bool,
-}
-
-/// One field of a message.
-pub(crate) struct Field<'a> {
-    pub(crate) ident: &'a syn::Ident,
-    /// The view's accessor gets the field's visibility.
-    pub(crate) vis: &'a syn::Visibility,
-    pub(crate) ty: &'a syn::Type,
-    pub(crate) offset: Option<usize>,
+/// One field as parsed, before the layout is decided.
+struct Parsed<'a> {
+    f: &'a syn::Field,
+    ident: &'a syn::Ident,
+    offset: Option<usize>,
+    number: Option<u32>,
     /// A `#[zap]` attribute was present but wrong (already reported).
-    pub(crate) bad_attr: bool,
+    bad_attr: bool,
 }
 
-impl<'a> Message<'a> {
-    /// Parses and checks `input`, reporting every problem at once.
-    pub(crate) fn parse(input: &'a syn::DeriveInput) -> Result<Self, Vec<syn::Error>> {
+/// Parses and checks `input`, reporting every problem at once.
+pub(crate) fn parse_message(input: &syn::DeriveInput) -> Result<Message, Vec<syn::Error>> {
+    {
         let mut cx = Ctxt::default();
         for attr in input.attrs.iter().filter(|a| a.path().is_ident("zap")) {
             cx.error_spanned_by(
                 attr,
-                "`#[zap(...)]` is not supported on the type; put `#[zap(offset = N)]` on fields",
+                "`#[zap(...)]` is not supported on the type; put `#[zap(offset = N)]` or \
+                 `#[zap(number = N)]` on fields",
             );
         }
         if !input.generics.params.is_empty() {
@@ -46,7 +36,7 @@ impl<'a> Message<'a> {
             syn::Data::Struct(s) => match &s.fields {
                 syn::Fields::Named(named) => {
                     for f in &named.named {
-                        if let Some(field) = Field::parse(&mut cx, f) {
+                        if let Some(field) = parse_field(&mut cx, f) {
                             fields.push(field);
                         }
                     }
@@ -66,28 +56,80 @@ impl<'a> Message<'a> {
             ),
         }
         let with_offset = fields.iter().filter(|f| f.offset.is_some()).count();
-        let explicit = with_offset > 0;
-        if explicit && with_offset != fields.len() {
-            for f in fields.iter().filter(|f| f.offset.is_none() && !f.bad_attr) {
+        let with_number = fields.iter().filter(|f| f.number.is_some()).count();
+        let layout = if with_offset > 0 {
+            Layout::Explicit
+        } else if with_number > 0 {
+            Layout::Numbered
+        } else {
+            Layout::Sequential
+        };
+        if with_offset > 0 && with_number > 0 {
+            cx.error_spanned_by(
+                &input.ident,
+                "use either `offset` or `number` on the fields of a message, not both",
+            );
+        } else {
+            let (count, what) = match layout {
+                Layout::Explicit => (with_offset, "offset"),
+                Layout::Numbered => (with_number, "number"),
+                Layout::Sequential => (0, ""),
+            };
+            if count > 0 && count != fields.len() {
+                for f in fields
+                    .iter()
+                    .filter(|f| f.offset.is_none() && f.number.is_none() && !f.bad_attr)
+                {
+                    cx.error_spanned_by(
+                        f.ident,
+                        format!(
+                            "missing #[zap({what} = N)]: when one field has an explicit \
+                             {what}, all must"
+                        ),
+                    );
+                }
+            }
+        }
+        let mut numbers = std::collections::HashMap::new();
+        for f in &fields {
+            if let Some(n) = f.number
+                && let Some(first) = numbers.insert(n, f.ident)
+            {
                 cx.error_spanned_by(
                     f.ident,
-                    "missing #[zap(offset = N)]: when one field has an explicit offset, all must",
+                    format!("field number {n} is already used by `{first}`"),
                 );
             }
         }
+        let fields = fields
+            .into_iter()
+            .map(|p| Field {
+                ident: p.ident.clone(),
+                vis: p.f.vis.clone(),
+                ty: p.f.ty.clone(),
+                offset: p.offset,
+                number: p.number,
+                attrs: Vec::new(),
+            })
+            .collect();
         cx.check(Message {
-            ident: &input.ident,
-            vis: &input.vis,
+            ident: input.ident.clone(),
+            vis: input.vis.clone(),
             fields,
-            explicit,
+            layout,
+            attrs: Vec::new(),
         })
     }
 }
 
-impl<'a> Field<'a> {
-    fn parse(cx: &mut Ctxt, f: &'a syn::Field) -> Option<Self> {
+/// Maximum field number: the fixed section is `8 * (max + 1)` bytes.
+const MAX_NUMBER: u32 = 4096;
+
+fn parse_field<'a>(cx: &mut Ctxt, f: &'a syn::Field) -> Option<Parsed<'a>> {
+    {
         let ident = f.ident.as_ref()?;
         let mut offset = None;
+        let mut number = None;
         let mut bad_attr = false;
         for attr in f.attrs.iter().filter(|a| a.path().is_ident("zap")) {
             let res = attr.parse_nested_meta(|meta| {
@@ -98,8 +140,21 @@ impl<'a> Field<'a> {
                         return Err(meta.error("duplicate `offset`"));
                     }
                     Ok(())
+                } else if meta.path.is_ident("number") {
+                    let lit: syn::LitInt = meta.value()?.parse()?;
+                    let n = lit.base10_parse::<u32>()?;
+                    if n == 0 || n > MAX_NUMBER {
+                        return Err(syn::Error::new(
+                            lit.span(),
+                            format!("field numbers go from 1 to {MAX_NUMBER}"),
+                        ));
+                    }
+                    if number.replace(n).is_some() {
+                        return Err(meta.error("duplicate `number`"));
+                    }
+                    Ok(())
                 } else {
-                    Err(meta.error("unknown zap attribute; expected `offset = N`"))
+                    Err(meta.error("unknown zap attribute; expected `offset = N` or `number = N`"))
                 }
             });
             if let Err(e) = res {
@@ -108,11 +163,11 @@ impl<'a> Field<'a> {
             }
         }
         check_type(cx, &f.ty);
-        Some(Field {
+        Some(Parsed {
+            f,
             ident,
-            vis: &f.vis,
-            ty: &f.ty,
             offset,
+            number,
             bad_attr,
         })
     }

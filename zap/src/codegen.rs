@@ -21,6 +21,22 @@ pub use crate::error::{DecodeError, DecodeErrorKind, EncodeError};
 pub use crate::message::{Message, Text};
 pub use crate::wire::{Builder, ListRef, ObjectRef, Scalar};
 
+pub use crate::message::Owned;
+pub use crate::payload::Payload;
+/// What generated services use from the runtime.
+#[cfg(feature = "runtime")]
+pub use crate::rt::service::{
+    call_client_streaming, call_server_streaming, call_streaming, call_unary,
+    route_client_streaming, route_server_streaming, route_streaming, route_unary,
+};
+#[cfg(feature = "runtime")]
+pub use crate::rt::{
+    BoxStream, Channel, IntoRequest, NamedService, Request, Response, Router, Streaming,
+};
+pub use crate::status::{Code, Status};
+#[cfg(feature = "runtime")]
+pub use futures_core::Stream;
+
 use crate::wire::reader::{bytes_slot, list_slot, object_slot, var_element};
 use crate::wire::{HEADER_LEN, Header, u32_at};
 
@@ -1213,3 +1229,71 @@ impl<'a, T: ListElem> Iterator for ListIter<'a, T> {
 }
 
 impl<T: ListElem> ExactSizeIterator for ListIter<'_, T> {}
+
+/// Writes a list of enum values as `i32`s.
+pub fn enum_list<E: Copy>(items: &[E], b: &mut Builder, to_i32: fn(E) -> i32) -> ListRef {
+    let start = b.reserve_aligned(items.len() * 4);
+    for (i, v) in items.iter().enumerate() {
+        b.put(start + 4 * i, to_i32(*v));
+    }
+    ListRef {
+        start,
+        count: items.len(),
+    }
+}
+
+/// `Field` and `ListElem` for a generated enum, a `struct $name(pub i32)`
+/// newtype: stored as its `i32`, so unknown values survive a round trip.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __enum_impls {
+    ($name:ident) => {
+        #[automatically_derived]
+        impl $crate::codegen::Field for $name {
+            const WIDTH: usize = 4;
+            const ALIGN: usize = 4;
+            type View<'a> = $name;
+            #[inline(always)]
+            fn write_fixed(&self, b: &mut $crate::codegen::Builder, slot: usize) {
+                $crate::codegen::Field::write_fixed(&self.0, b, slot)
+            }
+            #[inline(always)]
+            fn decode(
+                obj: &$crate::codegen::Obj<'_>,
+                off: usize,
+                _: &mut $crate::codegen::Src<'_>,
+            ) -> Self {
+                $name(obj.read::<i32>(off))
+            }
+            #[inline(always)]
+            fn view<'a>(obj: &$crate::codegen::Obj<'a>, off: usize) -> $name {
+                $name(obj.read::<i32>(off))
+            }
+        }
+
+        #[automatically_derived]
+        impl $crate::codegen::ListElem for $name {
+            const STRIDE: usize = 4;
+            type ElemView<'a> = $name;
+            fn write_list(
+                items: &[Self],
+                b: &mut $crate::codegen::Builder,
+            ) -> $crate::codegen::ListRef {
+                $crate::codegen::enum_list(items, b, |e: $name| e.0)
+            }
+            #[inline(always)]
+            fn elem_at(buf: &[u8], pos: usize) -> ($name, usize) {
+                let (v, next) = <i32 as $crate::codegen::ListElem>::elem_at(buf, pos);
+                ($name(v), next)
+            }
+            #[inline(always)]
+            fn decode_elem(
+                buf: &[u8],
+                _: &mut $crate::codegen::Src<'_>,
+                pos: usize,
+            ) -> (Self, usize) {
+                Self::elem_at(buf, pos)
+            }
+        }
+    };
+}

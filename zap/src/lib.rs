@@ -79,6 +79,7 @@ mod error;
 mod ids;
 mod message;
 pub mod metadata;
+mod payload;
 pub mod proto;
 #[cfg(feature = "runtime")]
 mod rt;
@@ -89,14 +90,16 @@ pub use codegen::{ListIter, ListView, MAX_DEPTH};
 pub use error::{DecodeError, DecodeErrorKind, EncodeError};
 pub use message::{Message, Owned, Text};
 pub use metadata::Metadata;
+pub use payload::Payload;
 pub use status::{Code, Status};
 
 #[cfg(feature = "runtime")]
 pub use rt::{
-    BoxError, CallResponse, CallSender, Channel, ChannelBuilder, DuplicateRoute, Method, RawCall,
-    Request, Response, Router, ServeError, Server, ServerCall, Streaming,
+    BoxError, BoxStream, CallResponse, CallSender, Channel, ChannelBuilder, DuplicateRoute,
+    IntoRequest, Method, NamedService, RawCall, Request, Response, Router, ServeError, Server,
+    ServerCall, Streaming,
 };
-pub use zap_derive::Message;
+pub use zap_derive::{Message, service};
 /// Transport: URLs, TLS configuration, listeners and limits.
 #[cfg(feature = "runtime")]
 pub use zap_transport as transport;

@@ -1,4 +1,4 @@
-//! Compile-error tests for `#[derive(zap::Message)]`: every error has a
+//! Compile-error tests for `#[derive(zap::Message)]` and `#[zap::service]`: every error has a
 //! span and all errors of one input are reported together.
 
 #[test]

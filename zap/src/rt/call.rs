@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::future::poll_fn;
+use std::marker::PhantomData;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -13,6 +14,7 @@ use zap_transport::PeerInfo;
 use super::conn::{Item, Shared};
 use crate::message::{Message, Owned};
 use crate::metadata::Metadata;
+use crate::payload::Payload;
 use crate::status::{Code, Status};
 
 /// A method path, `/package.Service/Method`. Built from a `&'static str`
@@ -250,11 +252,97 @@ impl<T: fmt::Debug> fmt::Debug for Response<T> {
 }
 
 /// The messages of a call as they arrive: the server's responses on the
-/// client, the client's requests on the server. Flow control follows the
-/// reader: the sender waits while messages sit unread.
+/// client, the client's requests on the server, each decoded as `T` (see
+/// [`Payload`]; `Bytes` by default). Flow control follows the reader: the
+/// sender waits while messages sit unread.
 ///
 /// On the client, dropping it before the call ended cancels the call.
-pub struct Streaming {
+pub struct Streaming<T = Bytes> {
+    pub(crate) inbox: Inbox,
+    _type: PhantomData<fn() -> T>,
+}
+
+impl<T> Streaming<T> {
+    pub(crate) fn new(inbox: Inbox) -> Self {
+        Streaming {
+            inbox,
+            _type: PhantomData,
+        }
+    }
+
+    /// The same stream, decoding messages as `U`.
+    pub fn into_typed<U>(self) -> Streaming<U> {
+        Streaming::new(self.inbox)
+    }
+
+    /// Client: trailers, once the stream ended successfully.
+    pub fn trailers(&self) -> Option<&Metadata> {
+        self.inbox.trailers.as_ref()
+    }
+}
+
+impl<T: Payload> Streaming<T> {
+    /// The next message; `Ok(None)` at the end of a successful stream, the
+    /// call's status if it failed.
+    pub async fn message(&mut self) -> Result<Option<T>, Status> {
+        poll_fn(|cx| self.poll_message(cx)).await
+    }
+
+    /// Polls for the next message.
+    pub fn poll_message(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<T>, Status>> {
+        match self.inbox.poll_message(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Ok(Some(m))) => Poll::Ready(match T::from_payload(m) {
+                Ok(v) => Ok(Some(v)),
+                // The server sent it: the client has nothing to fix.
+                Err(s) if self.inbox.client => Err(Status::internal(format!(
+                    "bad response message: {}",
+                    s.message()
+                ))),
+                Err(s) => Err(s),
+            }),
+            Poll::Ready(Ok(None)) => Poll::Ready(Ok(None)),
+            Poll::Ready(Err(s)) => Poll::Ready(Err(s)),
+        }
+    }
+}
+
+impl Streaming<Bytes> {
+    /// The next message, validated as a ZAP message `M` (zero copy).
+    pub async fn next_as<M: Message + Send + 'static>(
+        &mut self,
+    ) -> Result<Option<Owned<M>>, Status> {
+        match poll_fn(|cx| self.inbox.poll_message(cx)).await? {
+            Some(b) => Owned::decode(b).map(Some).map_err(Status::from),
+            None => Ok(None),
+        }
+    }
+}
+
+impl<T: Payload> futures_core::Stream for Streaming<T> {
+    type Item = Result<T, Status>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        match self.get_mut().poll_message(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Ok(Some(m))) => Poll::Ready(Some(Ok(m))),
+            Poll::Ready(Ok(None)) => Poll::Ready(None),
+            Poll::Ready(Err(s)) => Poll::Ready(Some(Err(s))),
+        }
+    }
+}
+
+impl<T> fmt::Debug for Streaming<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Streaming")
+            .field("id", &self.inbox.id)
+            .field("done", &self.inbox.done)
+            .finish()
+    }
+}
+
+/// The receiving half of a call, untyped: what [`Streaming`] wraps.
+pub(crate) struct Inbox {
     pub(crate) shared: Arc<Shared>,
     pub(crate) id: u32,
     pub(crate) client: bool,
@@ -265,9 +353,9 @@ pub struct Streaming {
     pub(crate) done: bool,
 }
 
-impl Streaming {
+impl Inbox {
     pub(crate) fn new(shared: Arc<Shared>, id: u32, client: bool) -> Self {
-        Streaming {
+        Inbox {
             shared,
             id,
             client,
@@ -277,27 +365,11 @@ impl Streaming {
         }
     }
 
-    /// The next message; `Ok(None)` at the end of a successful stream, the
-    /// call's status if it failed.
-    pub async fn message(&mut self) -> Result<Option<Bytes>, Status> {
-        poll_fn(|cx| self.poll_message(cx)).await
-    }
-
-    /// The next message, validated as a ZAP message `M` (zero copy).
-    pub async fn next_as<M: Message>(&mut self) -> Result<Option<Owned<M>>, Status> {
-        match self.message().await? {
-            Some(b) => Owned::decode(b).map(Some).map_err(Status::from),
-            None => Ok(None),
-        }
-    }
-
-    /// Client: trailers, once the stream ended successfully.
-    pub fn trailers(&self) -> Option<&Metadata> {
-        self.trailers.as_ref()
-    }
-
     /// Polls for the next message.
-    pub fn poll_message(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Bytes>, Status>> {
+    pub(crate) fn poll_message(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<Option<Bytes>, Status>> {
         if self.done {
             return Poll::Ready(Ok(None));
         }
@@ -365,21 +437,7 @@ impl Streaming {
     }
 }
 
-impl futures_core::Stream for Streaming {
-    type Item = Result<Bytes, Status>;
-
-    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let this = self.get_mut();
-        match this.poll_message(cx) {
-            Poll::Pending => Poll::Pending,
-            Poll::Ready(Ok(Some(m))) => Poll::Ready(Some(Ok(m))),
-            Poll::Ready(Ok(None)) => Poll::Ready(None),
-            Poll::Ready(Err(s)) => Poll::Ready(Some(Err(s))),
-        }
-    }
-}
-
-impl Drop for Streaming {
+impl Drop for Inbox {
     fn drop(&mut self) {
         if self.client {
             let mut inner = self.shared.lock();
@@ -389,15 +447,6 @@ impl Drop for Streaming {
                 inner.flush();
             }
         }
-    }
-}
-
-impl fmt::Debug for Streaming {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Streaming")
-            .field("id", &self.id)
-            .field("done", &self.done)
-            .finish()
     }
 }
 

@@ -11,7 +11,7 @@ use bytes::Bytes;
 use futures_core::Stream;
 use zap_transport::{ClientTls, Connector, Limits, Url};
 
-use super::call::{Method, Request, Response, Streaming, status_of};
+use super::call::{Inbox, Method, Request, Response, Streaming, status_of};
 use super::conn::{Driver, Item, Shared, Slot};
 use super::proto_config;
 use crate::metadata::Metadata;
@@ -391,7 +391,18 @@ impl Channel {
     {
         let (head, messages) = split_request(request);
         let (sender, response) = self.open(method, head).await?;
-        let pump = pump(sender, request_stream(messages));
+        self.finish_client_streaming(sender, response, request_stream(messages))
+            .await
+    }
+
+    /// Sends `messages` while waiting for the one response.
+    pub(crate) async fn finish_client_streaming(
+        &self,
+        sender: CallSender,
+        response: CallResponse,
+        messages: RequestStream,
+    ) -> Result<Response<Bytes>, Status> {
+        let pump = pump(sender, messages);
         let mut pump = std::pin::pin!(pump);
         let mut response = std::pin::pin!(response.into_unary());
         let mut pumped: Option<Result<(), Status>> = None;
@@ -431,6 +442,18 @@ impl Channel {
         response.into_stream().await
     }
 
+    /// A bidirectional call whose request stream is already in pump form.
+    pub(crate) async fn streaming_raw(
+        &self,
+        method: Method,
+        head: Request<()>,
+        messages: RequestStream,
+    ) -> Result<Response<Streaming>, Status> {
+        let (sender, response) = self.open(method, head).await?;
+        tokio::spawn(pump(sender, messages));
+        response.into_stream().await
+    }
+
     /// Opens a call to send messages by hand: the [`CallSender`] sends (and
     /// waits for flow control), the [`CallResponse`] receives.
     pub async fn open(
@@ -466,7 +489,7 @@ fn epoch() -> &'static Instant {
 }
 
 /// A request's head (metadata, deadline) and its message stream.
-fn split_request<S>(request: Request<S>) -> (Request<()>, S) {
+pub(crate) fn split_request<S>(request: Request<S>) -> (Request<()>, S) {
     let Request {
         metadata,
         message,
@@ -479,27 +502,49 @@ fn split_request<S>(request: Request<S>) -> (Request<()>, S) {
     (head, message)
 }
 
-fn request_stream<S>(s: S) -> Pin<Box<dyn Stream<Item = Bytes> + Send>>
+/// A request stream as the pump takes it: an item that is an error (a
+/// message that could not be encoded) cancels the call with that status.
+pub(crate) type RequestStream = Pin<Box<dyn Stream<Item = Result<Bytes, Status>> + Send>>;
+
+fn request_stream<S>(s: S) -> RequestStream
 where
     S: Stream<Item = Bytes> + Send + 'static,
 {
-    Box::pin(s)
+    Box::pin(OkStream { inner: s })
+}
+
+pin_project_lite::pin_project! {
+    /// Wraps each item in `Ok`.
+    struct OkStream<S> {
+        #[pin]
+        inner: S,
+    }
+}
+
+impl<S: Stream<Item = Bytes>> Stream for OkStream<S> {
+    type Item = Result<Bytes, Status>;
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.project().inner.poll_next(cx).map(|o| o.map(Ok))
+    }
 }
 
 /// Sends every message of `messages`, then half-closes.
-async fn pump(
-    mut sender: CallSender,
-    mut messages: Pin<Box<dyn Stream<Item = Bytes> + Send>>,
-) -> Result<(), Status> {
+async fn pump(mut sender: CallSender, mut messages: RequestStream) -> Result<(), Status> {
     while let Some(m) = poll_fn(|cx| messages.as_mut().poll_next(cx)).await {
-        sender.send(m).await?;
+        match m {
+            Ok(m) => sender.send(m).await?,
+            Err(s) => {
+                sender.cancel(&s);
+                return Err(s);
+            }
+        }
     }
     sender.finish()
 }
 
 /// Waits for the response headers (or an early status) of call `id`.
 async fn response_stream(shared: Arc<Shared>, id: u32) -> Result<Response<Streaming>, Status> {
-    let mut stream = Streaming::new(shared, id, true);
+    let mut stream = Inbox::new(shared, id, true);
     let first = poll_fn(|cx| stream.shared.lock().poll_item(id, cx)).await;
     let headers = match first {
         Some(Item::Headers(h)) => h,
@@ -532,7 +577,7 @@ async fn response_stream(shared: Arc<Shared>, id: u32) -> Result<Response<Stream
     };
     Ok(Response {
         headers,
-        message: stream,
+        message: Streaming::new(stream),
         trailers: Metadata::new(),
     })
 }
@@ -583,6 +628,13 @@ impl CallSender {
     /// Sends one message, waiting while the server's window is closed.
     pub async fn send(&mut self, message: Bytes) -> Result<(), Status> {
         send_message(&self.shared, self.id, message, false).await
+    }
+
+    /// Cancels the call: the server stops its handler, and the response
+    /// side ends with `status` (whose code should not be `OK`).
+    pub fn cancel(mut self, status: &Status) {
+        self.ended = true;
+        self.shared.lock().fail_call(self.id, status);
     }
 
     /// Half-closes: no more messages.
@@ -675,7 +727,7 @@ impl CallResponse {
             None => Ok(Response {
                 headers,
                 message,
-                trailers: stream.trailers.take().unwrap_or_default(),
+                trailers: stream.inbox.trailers.take().unwrap_or_default(),
             }),
             Some(_) => Err(Status::internal(
                 "server sent more than one response message",

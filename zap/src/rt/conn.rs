@@ -311,6 +311,30 @@ impl Inner {
         }
     }
 
+    /// Client: cancels call `id` on the wire and ends it locally with
+    /// `status`, which its response reader then reports.
+    pub(crate) fn fail_call(&mut self, id: u32, status: &crate::status::Status) {
+        if !self.calls.contains_key(&id) {
+            return;
+        }
+        self.conn.cancel(id, Code::CANCELLED);
+        self.flush();
+        let head = crate::proto::CloseHead {
+            code: status.code(),
+            message: Bytes::copy_from_slice(status.message().as_bytes()),
+            details: status.details().clone(),
+            trailers: crate::metadata::Metadata::new(),
+        };
+        self.push(
+            id,
+            Item::Close {
+                head,
+                headers: None,
+                message: None,
+            },
+        );
+    }
+
     fn push(&mut self, id: u32, item: Item) {
         if let Some(s) = self.calls.get_mut(&id) {
             s.items.push(item);

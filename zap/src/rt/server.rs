@@ -15,7 +15,7 @@ use tokio::sync::watch;
 use tower_service::Service;
 use zap_transport::{Listener, PeerInfo};
 
-use super::call::{Method, Request, Response, Streaming};
+use super::call::{Inbox, Method, Request, Response, Streaming};
 use super::client::send_message;
 use super::conn::{Driver, NewCall, Shared, Spawner, close_now};
 use super::proto_config;
@@ -63,7 +63,7 @@ impl ServerCall {
         let shared = self.shared.clone();
         let req = Request {
             metadata: self.metadata,
-            message: Streaming::new(self.shared.clone(), self.id, false),
+            message: Streaming::new(Inbox::new(self.shared.clone(), self.id, false)),
             deadline: self.deadline,
             peer: Some(self.shared.peer.clone()),
             method: Some(self.method),
@@ -221,6 +221,11 @@ impl Router {
             self.duplicates.push(path.as_str().to_owned());
         }
         self
+    }
+
+    /// Whether `path` is routed.
+    pub(crate) fn contains(&self, path: &[u8]) -> bool {
+        self.routes.contains_key(path)
     }
 
     /// Checks that no path was registered twice.

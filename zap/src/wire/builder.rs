@@ -161,7 +161,7 @@ impl Builder {
 
     /// Reserves `len` zero bytes at the next 8-aligned offset.
     #[inline(always)]
-    fn reserve_aligned(&mut self, len: usize) -> usize {
+    pub(crate) fn reserve_aligned(&mut self, len: usize) -> usize {
         self.align();
         let start = self.buf.len();
         self.buf.resize(start + len, 0);

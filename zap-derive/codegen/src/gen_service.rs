@@ -1,0 +1,330 @@
+//! Service code: the trait, the server adapter, the typed client and the
+//! method path constants.
+
+use proc_macro2::TokenStream;
+use quote::{format_ident, quote};
+
+use crate::model::{Kind, Method, Service};
+use crate::names::{screaming_snake_case, snake_case, unraw};
+
+/// Which parts of a service to generate.
+#[derive(Clone, Copy, Debug)]
+pub struct ServiceParts {
+    /// The `{Name}Server<T>` adapter.
+    pub server: bool,
+    /// The `{Name}Client`.
+    pub client: bool,
+}
+
+impl Default for ServiceParts {
+    fn default() -> Self {
+        ServiceParts {
+            server: true,
+            client: true,
+        }
+    }
+}
+
+/// Everything for one service: the trait (always), the method constants
+/// (always), and the server and client as asked.
+pub fn service(s: &Service, parts: ServiceParts) -> TokenStream {
+    let mut out = trait_def(s);
+    out.extend(method_consts(s));
+    if parts.server {
+        out.extend(server(s));
+    }
+    if parts.client {
+        out.extend(client(s));
+    }
+    out
+}
+
+/// `attrs`, with a doc line first when they have none.
+fn docs_or(attrs: &[TokenStream], doc: &str) -> Vec<TokenStream> {
+    let has_doc = attrs.iter().any(|a| a.to_string().contains("doc"));
+    let mut out = Vec::with_capacity(attrs.len() + 1);
+    if !has_doc {
+        out.push(quote!(#[doc = #doc]));
+    }
+    out.extend(attrs.iter().cloned());
+    out
+}
+
+fn path(s: &Service, m: &Method) -> String {
+    format!("/{}/{}", s.full_name(), m.name)
+}
+
+/// `Request<A>` or `Request<Streaming<A>>`.
+fn request_ty(m: &Method) -> TokenStream {
+    let input = &m.input;
+    if m.kind.client_streams() {
+        quote!(::zap::codegen::Request<::zap::codegen::Streaming<#input>>)
+    } else {
+        quote!(::zap::codegen::Request<#input>)
+    }
+}
+
+/// `Response<B>` or `Response<BoxStream<B>>` (server side).
+fn response_ty(m: &Method) -> TokenStream {
+    let output = &m.output;
+    if m.kind.server_streams() {
+        quote!(::zap::codegen::Response<::zap::codegen::BoxStream<#output>>)
+    } else {
+        quote!(::zap::codegen::Response<#output>)
+    }
+}
+
+fn trait_def(s: &Service) -> TokenStream {
+    let (name, vis) = (&s.ident, &s.vis);
+    let attrs = docs_or(&s.attrs, &format!("The `{}` service.", s.full_name()));
+    let methods = s.methods.iter().map(|m| {
+        let ident = &m.ident;
+        let attrs = docs_or(&m.attrs, &format!("Handles `{}`.", path(s, m)));
+        let req = request_ty(m);
+        let resp = response_ty(m);
+        quote! {
+            #(#attrs)*
+            fn #ident(
+                &self,
+                request: #req,
+            ) -> impl ::core::future::Future<
+                Output = ::core::result::Result<#resp, ::zap::codegen::Status>,
+            > + ::core::marker::Send;
+        }
+    });
+    quote! {
+        #(#attrs)*
+        #vis trait #name: ::core::marker::Send + ::core::marker::Sync + 'static {
+            #(#methods)*
+        }
+    }
+}
+
+fn consts_module(s: &Service) -> syn::Ident {
+    format_ident!("{}_methods", snake_case(&unraw(&s.ident)))
+}
+
+fn method_const(m: &Method) -> syn::Ident {
+    format_ident!("{}", screaming_snake_case(&unraw(&m.ident)))
+}
+
+fn method_consts(s: &Service) -> TokenStream {
+    let vis = &s.vis;
+    let module = consts_module(s);
+    let doc = format!("Method paths of `{}`.", s.full_name());
+    let consts = s.methods.iter().map(|m| {
+        let c = method_const(m);
+        let p = path(s, m);
+        let doc = format!("`{p}`");
+        quote!(#[doc = #doc] pub const #c: &str = #p;)
+    });
+    quote! {
+        #[doc = #doc]
+        #vis mod #module {
+            #(#consts)*
+        }
+    }
+}
+
+fn server(s: &Service) -> TokenStream {
+    let (name, vis) = (&s.ident, &s.vis);
+    let server = format_ident!("{}Server", unraw(name));
+    let full = s.full_name();
+    let module = consts_module(s);
+    let doc = format!(
+        "Serves a [`{}`] implementation: add it to a `zap::Router` with \
+         `add_service`.",
+        unraw(name)
+    );
+    let paths: Vec<_> = s
+        .methods
+        .iter()
+        .map(|m| {
+            let c = method_const(m);
+            quote!(#module::#c)
+        })
+        .collect();
+    let routes = s.methods.iter().zip(&paths).map(|(m, p)| {
+        let ident = &m.ident;
+        let route = match m.kind {
+            Kind::Unary => quote!(route_unary),
+            Kind::ServerStreaming => quote!(route_server_streaming),
+            Kind::ClientStreaming => quote!(route_client_streaming),
+            Kind::Streaming => quote!(route_streaming),
+        };
+        quote! {
+            let svc = ::core::clone::Clone::clone(&self.inner);
+            let router = ::zap::codegen::#route(router, #p, move |request| {
+                let svc = ::core::clone::Clone::clone(&svc);
+                async move { <T as #name>::#ident(&*svc, request).await }
+            });
+        }
+    });
+    quote! {
+        #[doc = #doc]
+        #vis struct #server<T> {
+            inner: ::std::sync::Arc<T>,
+        }
+
+        #[automatically_derived]
+        impl<T: #name> #server<T> {
+            /// Serves `inner`.
+            pub fn new(inner: T) -> Self {
+                Self::from_arc(::std::sync::Arc::new(inner))
+            }
+
+            /// Serves an implementation shared with other code.
+            pub fn from_arc(inner: ::std::sync::Arc<T>) -> Self {
+                Self { inner }
+            }
+        }
+
+        #[automatically_derived]
+        impl<T> ::core::clone::Clone for #server<T> {
+            fn clone(&self) -> Self {
+                Self {
+                    inner: ::core::clone::Clone::clone(&self.inner),
+                }
+            }
+        }
+
+        #[automatically_derived]
+        impl<T> ::core::fmt::Debug for #server<T> {
+            fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+                f.write_str(::core::stringify!(#server))
+            }
+        }
+
+        #[automatically_derived]
+        impl<T: #name> ::zap::codegen::NamedService for #server<T> {
+            const NAME: &'static str = #full;
+            const METHODS: &'static [&'static str] = &[#(#paths),*];
+
+            fn add_routes(self, router: ::zap::codegen::Router) -> ::zap::codegen::Router {
+                #(#routes)*
+                router
+            }
+        }
+    }
+}
+
+fn client(s: &Service) -> TokenStream {
+    let (name, vis) = (&s.ident, &s.vis);
+    let client = format_ident!("{}Client", unraw(name));
+    let full = s.full_name();
+    let module = consts_module(s);
+    let doc = format!(
+        "A typed client of `{full}` over a `zap::Channel` (cheap to clone; \
+         calls share the channel's connection)."
+    );
+    let methods = s.methods.iter().map(|m| {
+        let ident = &m.ident;
+        let attrs = docs_or(&m.attrs, &format!("Calls `{}`.", path(s, m)));
+        let (input, output) = (&m.input, &m.output);
+        let c = method_const(m);
+        let p = quote!(#module::#c);
+        match m.kind {
+            Kind::Unary => quote! {
+                #(#attrs)*
+                pub async fn #ident(
+                    &self,
+                    request: impl ::zap::codegen::IntoRequest<#input>,
+                ) -> ::core::result::Result<::zap::codegen::Response<#output>, ::zap::codegen::Status> {
+                    ::zap::codegen::call_unary(
+                        &self.channel,
+                        #p,
+                        ::zap::codegen::IntoRequest::into_request(request),
+                    )
+                    .await
+                }
+            },
+            Kind::ServerStreaming => quote! {
+                #(#attrs)*
+                pub async fn #ident(
+                    &self,
+                    request: impl ::zap::codegen::IntoRequest<#input>,
+                ) -> ::core::result::Result<
+                    ::zap::codegen::Response<::zap::codegen::Streaming<#output>>,
+                    ::zap::codegen::Status,
+                > {
+                    ::zap::codegen::call_server_streaming(
+                        &self.channel,
+                        #p,
+                        ::zap::codegen::IntoRequest::into_request(request),
+                    )
+                    .await
+                }
+            },
+            Kind::ClientStreaming => quote! {
+                #(#attrs)*
+                pub async fn #ident<ZapRequestStream>(
+                    &self,
+                    request: impl ::zap::codegen::IntoRequest<ZapRequestStream>,
+                ) -> ::core::result::Result<::zap::codegen::Response<#output>, ::zap::codegen::Status>
+                where
+                    ZapRequestStream: ::zap::codegen::Stream<Item = #input>
+                        + ::core::marker::Send
+                        + 'static,
+                {
+                    ::zap::codegen::call_client_streaming(
+                        &self.channel,
+                        #p,
+                        ::zap::codegen::IntoRequest::into_request(request),
+                    )
+                    .await
+                }
+            },
+            Kind::Streaming => quote! {
+                #(#attrs)*
+                pub async fn #ident<ZapRequestStream>(
+                    &self,
+                    request: impl ::zap::codegen::IntoRequest<ZapRequestStream>,
+                ) -> ::core::result::Result<
+                    ::zap::codegen::Response<::zap::codegen::Streaming<#output>>,
+                    ::zap::codegen::Status,
+                >
+                where
+                    ZapRequestStream: ::zap::codegen::Stream<Item = #input>
+                        + ::core::marker::Send
+                        + 'static,
+                {
+                    ::zap::codegen::call_streaming(
+                        &self.channel,
+                        #p,
+                        ::zap::codegen::IntoRequest::into_request(request),
+                    )
+                    .await
+                }
+            },
+        }
+    });
+    quote! {
+        #[doc = #doc]
+        #[derive(::core::clone::Clone, ::core::fmt::Debug)]
+        #vis struct #client {
+            channel: ::zap::codegen::Channel,
+        }
+
+        #[automatically_derived]
+        impl #client {
+            /// The service name, `package.Service`.
+            pub const SERVICE_NAME: &'static str = #full;
+
+            /// A client whose calls go over `channel`.
+            pub fn new(channel: ::zap::codegen::Channel) -> Self {
+                Self { channel }
+            }
+
+            /// The channel calls go over.
+            pub fn channel(&self) -> &::zap::codegen::Channel {
+                &self.channel
+            }
+
+            #(#methods)*
+        }
+    }
+}
+
+/// Method names the client type uses for itself: a method with one of
+/// these names gets a trailing `_` (in the trait and the client alike).
+pub const RESERVED_METHOD_NAMES: &[&str] = &["new", "channel"];

@@ -1,0 +1,317 @@
+//! Typed services: what `#[zap::service]` and `zap-build` generate code
+//! against. A service trait's methods take `Request<A>` and return
+//! `Response<B>` for [`Payload`] types `A` and `B`; the helpers here turn
+//! them into raw [`Router`] routes on the server and raw [`Channel`] calls on
+//! the client.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use futures_core::Stream;
+
+use super::call::{Method, Request, Response, Streaming};
+use super::client::{Channel, RequestStream, split_request};
+use super::server::{DuplicateRoute, Router};
+use crate::payload::Payload;
+use crate::status::Status;
+
+/// The response stream of a server-streaming or bidirectional method.
+pub type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+/// A message or a [`Request`] around it: typed client methods accept both.
+pub trait IntoRequest<T>: sealed::Sealed<T> {
+    /// Wraps a bare message in a request with no metadata and no deadline.
+    fn into_request(self) -> Request<T>;
+}
+
+impl<T> IntoRequest<T> for T {
+    fn into_request(self) -> Request<T> {
+        Request::new(self)
+    }
+}
+
+impl<T> IntoRequest<T> for Request<T> {
+    fn into_request(self) -> Request<T> {
+        self
+    }
+}
+
+mod sealed {
+    pub trait Sealed<T> {}
+    impl<T> Sealed<T> for T {}
+    impl<T> Sealed<T> for super::Request<T> {}
+}
+
+/// A service that adds its methods to a [`Router`]: the `{Name}Server`
+/// types that `#[zap::service]` and `zap-build` generate.
+pub trait NamedService {
+    /// The full service name, `package.Service`.
+    const NAME: &'static str;
+    /// The method paths the service serves, `/package.Service/Method`.
+    const METHODS: &'static [&'static str];
+    /// Adds a route for every method.
+    fn add_routes(self, router: Router) -> Router;
+}
+
+impl Router {
+    /// Adds every method of a generated service. A method path that is
+    /// already routed is an error, reported here rather than at serve time.
+    pub fn add_service<S: NamedService>(self, service: S) -> Result<Self, DuplicateRoute> {
+        let taken: Vec<String> = S::METHODS
+            .iter()
+            .filter(|m| self.contains(m.as_bytes()))
+            .map(|m| (*m).to_owned())
+            .collect();
+        if !taken.is_empty() {
+            return Err(DuplicateRoute(taken));
+        }
+        let router = service.add_routes(self);
+        router.check()?;
+        Ok(router)
+    }
+}
+
+impl<T> Response<T> {
+    /// Maps the message, keeping headers and trailers.
+    pub fn map<U>(self, f: impl FnOnce(T) -> U) -> Response<U> {
+        Response {
+            headers: self.headers,
+            message: f(self.message),
+            trailers: self.trailers,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Glue for generated code (reached through `zap::codegen`).
+
+/// Decodes a request's message; a bad message is `INVALID_ARGUMENT`.
+fn decode_request<A: Payload>(req: Request<Bytes>) -> Result<Request<A>, Status> {
+    let Request {
+        metadata,
+        message,
+        deadline,
+        peer,
+        method,
+    } = req;
+    Ok(Request {
+        metadata,
+        message: A::from_payload(message)?,
+        deadline,
+        peer,
+        method,
+    })
+}
+
+fn encode_response<B: Payload>(resp: Response<B>) -> Result<Response<Bytes>, Status> {
+    let Response {
+        headers,
+        message,
+        trailers,
+    } = resp;
+    Ok(Response {
+        headers,
+        message: message.into_payload()?,
+        trailers,
+    })
+}
+
+/// The client's view of a response message the server got wrong.
+fn decode_response<B: Payload>(resp: Response<Bytes>) -> Result<Response<B>, Status> {
+    let Response {
+        headers,
+        message,
+        trailers,
+    } = resp;
+    match B::from_payload(message) {
+        Ok(message) => Ok(Response {
+            headers,
+            message,
+            trailers,
+        }),
+        Err(s) => Err(Status::internal(format!(
+            "bad response message: {}",
+            s.message()
+        ))),
+    }
+}
+
+fn encode_request<A: Payload>(req: Request<A>) -> Result<Request<Bytes>, Status> {
+    let Request {
+        metadata,
+        message,
+        deadline,
+        peer,
+        method,
+    } = req;
+    Ok(Request {
+        metadata,
+        message: message.into_payload()?,
+        deadline,
+        peer,
+        method,
+    })
+}
+
+pin_project_lite::pin_project! {
+    /// Encodes each item of a typed stream.
+    struct Encode<S> {
+        #[pin]
+        inner: S,
+    }
+}
+
+impl<S, T> Stream for Encode<S>
+where
+    S: Stream<Item = Result<T, Status>>,
+    T: Payload,
+{
+    type Item = Result<Bytes, Status>;
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.project()
+            .inner
+            .poll_next(cx)
+            .map(|o| o.map(|r| r.and_then(T::into_payload)))
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// Encodes each request message of a client stream.
+    struct EncodeEach<S> {
+        #[pin]
+        inner: S,
+    }
+}
+
+impl<S> Stream for EncodeEach<S>
+where
+    S: Stream,
+    S::Item: Payload,
+{
+    type Item = Result<Bytes, Status>;
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.project()
+            .inner
+            .poll_next(cx)
+            .map(|o| o.map(Payload::into_payload))
+    }
+}
+
+/// Routes a unary method.
+pub fn route_unary<A, B, F, Fut>(router: Router, path: &'static str, f: F) -> Router
+where
+    A: Payload,
+    B: Payload,
+    F: Fn(Request<A>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<Response<B>, Status>> + Send + 'static,
+{
+    router.unary(path, move |req| {
+        let fut = decode_request(req).map(&f);
+        async move { encode_response(fut?.await?) }
+    })
+}
+
+/// Routes a server-streaming method.
+pub fn route_server_streaming<A, B, F, Fut>(router: Router, path: &'static str, f: F) -> Router
+where
+    A: Payload,
+    B: Payload,
+    F: Fn(Request<A>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<Response<BoxStream<B>>, Status>> + Send + 'static,
+{
+    router.server_streaming(path, move |req| {
+        let fut = decode_request(req).map(&f);
+        async move { Ok(fut?.await?.map(|inner| Encode { inner })) }
+    })
+}
+
+/// Routes a client-streaming method.
+pub fn route_client_streaming<A, B, F, Fut>(router: Router, path: &'static str, f: F) -> Router
+where
+    A: Payload,
+    B: Payload,
+    F: Fn(Request<Streaming<A>>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<Response<B>, Status>> + Send + 'static,
+{
+    router.client_streaming(path, move |req| {
+        let fut = f(req.map(Streaming::into_typed));
+        async move { encode_response(fut.await?) }
+    })
+}
+
+/// Routes a bidirectional-streaming method.
+pub fn route_streaming<A, B, F, Fut>(router: Router, path: &'static str, f: F) -> Router
+where
+    A: Payload,
+    B: Payload,
+    F: Fn(Request<Streaming<A>>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<Response<BoxStream<B>>, Status>> + Send + 'static,
+{
+    router.streaming(path, move |req| {
+        let fut = f(req.map(Streaming::into_typed));
+        async move { Ok(fut.await?.map(|inner| Encode { inner })) }
+    })
+}
+
+/// Calls a unary method.
+pub async fn call_unary<A: Payload, B: Payload>(
+    channel: &Channel,
+    path: &'static str,
+    request: Request<A>,
+) -> Result<Response<B>, Status> {
+    let resp = channel.unary(path, encode_request(request)?).await?;
+    decode_response(resp)
+}
+
+/// Calls a server-streaming method.
+pub async fn call_server_streaming<A: Payload, B: Payload>(
+    channel: &Channel,
+    path: &'static str,
+    request: Request<A>,
+) -> Result<Response<Streaming<B>>, Status> {
+    let resp = channel
+        .server_streaming(path, encode_request(request)?)
+        .await?;
+    Ok(resp.map(Streaming::into_typed))
+}
+
+/// Calls a client-streaming method.
+pub async fn call_client_streaming<S, B>(
+    channel: &Channel,
+    path: &'static str,
+    request: Request<S>,
+) -> Result<Response<B>, Status>
+where
+    S: Stream + Send + 'static,
+    S::Item: Payload,
+    B: Payload,
+{
+    let (head, messages) = split_request(request);
+    let (sender, response) = channel.open(path, head).await?;
+    let messages: RequestStream = Box::pin(EncodeEach { inner: messages });
+    let resp = channel
+        .finish_client_streaming(sender, response, messages)
+        .await?;
+    decode_response(resp)
+}
+
+/// Calls a bidirectional-streaming method.
+pub async fn call_streaming<S, B>(
+    channel: &Channel,
+    path: &'static str,
+    request: Request<S>,
+) -> Result<Response<Streaming<B>>, Status>
+where
+    S: Stream + Send + 'static,
+    S::Item: Payload,
+    B: Payload,
+{
+    let (head, messages) = split_request(request);
+    let messages: RequestStream = Box::pin(EncodeEach { inner: messages });
+    let resp = channel
+        .streaming_raw(Method::from(path), head, messages)
+        .await?;
+    Ok(resp.map(Streaming::into_typed))
+}

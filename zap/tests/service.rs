@@ -1,0 +1,264 @@
+//! `#[zap::service]` end to end over a real loopback socket: every call
+//! kind through the generated server and client, typed messages (derived
+//! structs and `Owned`), metadata, errors and registration rules.
+#![allow(clippy::unwrap_used)]
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use zap::transport::{Limits, Listener, Url};
+use zap::{
+    BoxStream, Channel, Code, NamedService, Owned, Request, Response, Router, Server, Status,
+    Streaming,
+};
+
+/// A number.
+#[derive(zap::Message, Clone, Debug, PartialEq, Default)]
+pub struct Num {
+    /// The value.
+    pub value: i64,
+}
+
+/// Some data.
+#[derive(zap::Message, Clone, Debug, PartialEq, Default)]
+pub struct Blob {
+    /// An id.
+    pub id: u64,
+    /// Bytes.
+    pub data: Bytes,
+    /// Labels.
+    pub tags: Vec<String>,
+}
+
+/// A calculator with one method of each kind.
+#[zap::service(package = "test.calc")]
+pub trait Calc {
+    /// Doubles a number.
+    async fn double(&self, request: Request<Num>) -> Result<Response<Num>, Status>;
+    /// Counts from 1 to the request.
+    async fn count(&self, request: Request<Num>) -> Result<Response<BoxStream<Num>>, Status>;
+    /// Adds a stream of numbers.
+    async fn sum(&self, request: Request<Streaming<Num>>) -> Result<Response<Num>, Status>;
+    /// Echoes each number, negated.
+    async fn negate(
+        &self,
+        request: Request<Streaming<Num>>,
+    ) -> Result<Response<BoxStream<Num>>, Status>;
+    /// Reads a blob in place (zero copy) and answers its size.
+    #[zap(name = "BlobSize")]
+    async fn blob_len(&self, request: Request<Owned<Blob>>) -> Result<Response<Num>, Status>;
+    /// Fails with details.
+    async fn fail(&self, request: Request<Num>) -> Result<Response<Num>, Status>;
+}
+
+struct Impl;
+
+impl Calc for Impl {
+    async fn double(&self, request: Request<Num>) -> Result<Response<Num>, Status> {
+        let mut resp = Response::new(Num {
+            value: request.get_ref().value * 2,
+        });
+        if let Some(v) = request.metadata().get("x-echo") {
+            resp.headers_mut().insert("x-echo", v.to_owned()).unwrap();
+        }
+        Ok(resp)
+    }
+
+    async fn count(&self, request: Request<Num>) -> Result<Response<BoxStream<Num>>, Status> {
+        let n = request.get_ref().value;
+        if n < 0 {
+            return Err(Status::invalid_argument("negative count"));
+        }
+        let s = futures_util::stream::iter((1..=n).map(|value| Ok(Num { value })));
+        Ok(Response::new(Box::pin(s)))
+    }
+
+    async fn sum(&self, request: Request<Streaming<Num>>) -> Result<Response<Num>, Status> {
+        let mut stream = request.into_inner();
+        let mut value = 0;
+        while let Some(n) = stream.message().await? {
+            value += n.value;
+        }
+        Ok(Response::new(Num { value }))
+    }
+
+    async fn negate(
+        &self,
+        request: Request<Streaming<Num>>,
+    ) -> Result<Response<BoxStream<Num>>, Status> {
+        let s = request
+            .into_inner()
+            .map(|r| r.map(|n| Num { value: -n.value }));
+        Ok(Response::new(Box::pin(s)))
+    }
+
+    async fn blob_len(&self, request: Request<Owned<Blob>>) -> Result<Response<Num>, Status> {
+        let v = request.get_ref().view();
+        let value = (v.data().len() + v.tags().len()) as i64;
+        Ok(Response::new(Num { value }))
+    }
+
+    async fn fail(&self, _: Request<Num>) -> Result<Response<Num>, Status> {
+        Err(Status::with_details(
+            Code::FAILED_PRECONDITION,
+            "not today",
+            Bytes::from_static(b"why"),
+        ))
+    }
+}
+
+async fn serve(router: Router) -> Channel {
+    let url = Url::parse("zap://127.0.0.1:0").unwrap();
+    let l = Listener::bind(&url, None, Limits::default()).await.unwrap();
+    let url = l.local_url();
+    tokio::spawn(Server::builder().serve(l, router));
+    Channel::builder(url).connect_lazy()
+}
+
+async fn client() -> CalcClient {
+    let router = Router::new().add_service(CalcServer::new(Impl)).unwrap();
+    CalcClient::new(serve(router).await)
+}
+
+#[tokio::test]
+async fn every_call_kind_through_generated_code() {
+    let c = client().await;
+
+    let mut req = Request::new(Num { value: 21 });
+    req.metadata_mut().insert("x-echo", "hi").unwrap();
+    let resp = c.double(req).await.unwrap();
+    assert_eq!(resp.get_ref().value, 42);
+    assert_eq!(resp.headers().get("x-echo"), Some("hi"));
+    // A bare message is a request too.
+    assert_eq!(
+        c.double(Num { value: 2 }).await.unwrap().into_inner().value,
+        4
+    );
+
+    let got: Vec<i64> = c
+        .count(Num { value: 5 })
+        .await
+        .unwrap()
+        .into_inner()
+        .map(|r| r.unwrap().value)
+        .collect()
+        .await;
+    assert_eq!(got, [1, 2, 3, 4, 5]);
+
+    let nums = futures_util::stream::iter((1..=100).map(|value| Num { value }));
+    assert_eq!(c.sum(nums).await.unwrap().into_inner().value, 5050);
+
+    let nums = futures_util::stream::iter((1..=3).map(|value| Num { value }));
+    let mut out = c.negate(nums).await.unwrap().into_inner();
+    let mut got = Vec::new();
+    while let Some(n) = out.message().await.unwrap() {
+        got.push(n.value);
+    }
+    assert_eq!(got, [-1, -2, -3]);
+
+    let blob = Blob {
+        id: 1,
+        data: Bytes::from(vec![7; 1000]),
+        tags: vec!["a".into(), "b".into()],
+    };
+    let blob = Owned::<Blob>::decode(zap::Message::to_bytes(&blob).unwrap()).unwrap();
+    assert_eq!(c.blob_len(blob).await.unwrap().into_inner().value, 1002);
+}
+
+#[tokio::test]
+async fn errors_reach_the_typed_client() {
+    let c = client().await;
+    let e = c.fail(Num::default()).await.unwrap_err();
+    assert_eq!(e.code(), Code::FAILED_PRECONDITION);
+    assert_eq!(e.message(), "not today");
+    assert_eq!(e.details().as_ref(), b"why");
+
+    let e = c.count(Num { value: -1 }).await.unwrap_err();
+    assert_eq!(e.code(), Code::INVALID_ARGUMENT);
+}
+
+#[tokio::test]
+async fn paths_constants_and_names() {
+    assert_eq!(calc_methods::DOUBLE, "/test.calc.Calc/Double");
+    assert_eq!(calc_methods::BLOB_LEN, "/test.calc.Calc/BlobSize");
+    assert_eq!(<CalcServer<Impl> as NamedService>::NAME, "test.calc.Calc");
+    assert_eq!(CalcClient::SERVICE_NAME, "test.calc.Calc");
+    assert_eq!(<CalcServer<Impl> as NamedService>::METHODS.len(), 6);
+}
+
+#[tokio::test]
+async fn a_bad_request_message_is_invalid_argument() {
+    let ch = client().await.channel().clone();
+    // Not a ZAP message at all.
+    let e = ch
+        .unary(
+            calc_methods::DOUBLE,
+            Request::new(Bytes::from_static(b"junk")),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::INVALID_ARGUMENT);
+}
+
+/// A second service next to the first.
+#[zap::service(package = "test.other")]
+pub trait Echo {
+    async fn echo(&self, request: Request<Bytes>) -> Result<Response<Bytes>, Status>;
+}
+
+struct EchoImpl;
+
+impl Echo for EchoImpl {
+    async fn echo(&self, request: Request<Bytes>) -> Result<Response<Bytes>, Status> {
+        Ok(Response::new(request.into_inner()))
+    }
+}
+
+/// The same paths as `Calc` under a different trait.
+#[zap::service(package = "test.calc", name = "Calc")]
+pub trait CalcAgain {
+    async fn double(&self, request: Request<Num>) -> Result<Response<Num>, Status>;
+}
+
+impl CalcAgain for EchoImpl {
+    async fn double(&self, request: Request<Num>) -> Result<Response<Num>, Status> {
+        Ok(Response::new(request.into_inner()))
+    }
+}
+
+#[tokio::test]
+async fn services_share_a_router_and_duplicates_are_refused() {
+    let router = Router::new()
+        .add_service(CalcServer::new(Impl))
+        .unwrap()
+        .add_service(EchoServer::new(EchoImpl))
+        .unwrap();
+    let ch = serve(router.clone()).await;
+    let echo = EchoClient::new(ch.clone());
+    let calc = CalcClient::new(ch);
+    assert_eq!(
+        echo.echo(Bytes::from_static(b"x"))
+            .await
+            .unwrap()
+            .into_inner(),
+        "x"
+    );
+    assert_eq!(
+        calc.double(Num { value: 1 })
+            .await
+            .unwrap()
+            .into_inner()
+            .value,
+        2
+    );
+
+    let dup = router
+        .add_service(CalcAgainServer::new(EchoImpl))
+        .unwrap_err();
+    assert_eq!(dup.0, ["/test.calc.Calc/Double"]);
+    let dup = Router::new()
+        .add_service(EchoServer::new(EchoImpl))
+        .unwrap()
+        .add_service(EchoServer::new(EchoImpl))
+        .unwrap_err();
+    assert_eq!(dup.0, ["/test.other.Echo/Echo"]);
+}
