@@ -717,6 +717,51 @@ impl<T: Field> Field for Option<T> {
     }
 }
 
+/// `Box<T>`: the same slot as `T` (recursive messages box their field).
+impl<T: Field> Field for Box<T> {
+    const WIDTH: usize = T::WIDTH;
+    const ALIGN: usize = T::ALIGN;
+    const NULLABLE: bool = T::NULLABLE;
+    const SLICES: bool = T::SLICES;
+    type View<'a> = T::View<'a>;
+    #[inline(always)]
+    fn write_fixed(&self, b: &mut Builder, slot: usize) {
+        (**self).write_fixed(b, slot)
+    }
+    #[inline(always)]
+    fn write_tail(&self, b: &mut Builder, slot: usize) {
+        (**self).write_tail(b, slot)
+    }
+    #[inline(always)]
+    fn write_child(&self, b: &mut Builder, slot: usize) {
+        (**self).write_child(b, slot)
+    }
+    #[inline(always)]
+    fn extra_len(&self) -> usize {
+        (**self).extra_len()
+    }
+    #[inline(always)]
+    fn validate(obj: &Obj<'_>, off: usize, cx: &mut Validator) -> Result<(), DecodeError> {
+        T::validate(obj, off, cx)
+    }
+    #[inline(always)]
+    fn decode(obj: &Obj<'_>, off: usize, src: &mut Src<'_>) -> Self {
+        Box::new(T::decode(obj, off, src))
+    }
+    #[inline(always)]
+    fn adopt(&mut self, a: &mut Adopt) -> bool {
+        (**self).adopt(a)
+    }
+    #[inline(always)]
+    fn view<'a>(obj: &Obj<'a>, off: usize) -> Self::View<'a> {
+        T::view(obj, off)
+    }
+    #[inline(always)]
+    fn is_null(obj: &Obj<'_>, off: usize) -> bool {
+        T::is_null(obj, off)
+    }
+}
+
 #[inline(always)]
 fn present<T: Field>(obj: &Obj<'_>, off: usize) -> bool {
     if T::NULLABLE {

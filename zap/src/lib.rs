@@ -104,6 +104,24 @@ pub use zap_derive::{Message, service};
 #[cfg(feature = "runtime")]
 pub use zap_transport as transport;
 
+/// Includes the code `zap-build` generated for `package` in a build
+/// script: `zap::include_proto!("vm")` includes `$OUT_DIR/vm.rs`.
+///
+/// Packages that refer to each other must be included in modules that
+/// mirror their names (`a.b` in `mod a { mod b { .. } }`), since generated
+/// code reaches other packages by relative paths.
+#[macro_export]
+macro_rules! include_proto {
+    ($package:literal) => {
+        ::core::include!(::core::concat!(
+            ::core::env!("OUT_DIR"),
+            "/",
+            $package,
+            ".rs"
+        ));
+    };
+}
+
 /// The README's examples, compiled and run as doctests.
 #[cfg(doctest)]
 #[doc = include_str!("../../README.md")]

@@ -92,24 +92,32 @@ pub fn message_impl(m: &Message) -> TokenStream {
                 consts.extend(quote!(const #off: usize = #n;));
                 max = quote!(#rt::max(#max, #off + #ft::WIDTH));
             }
-            // Overlapping slots are a compile-time error.
-            for i in 0..m.fields.len() {
-                for j in i + 1..m.fields.len() {
-                    let (oi, oj) = (&offs[i], &offs[j]);
-                    let (ti, tj) = (&field_trait[i], &field_trait[j]);
-                    let msg = format!(
-                        "zap: fields `{}` and `{}` overlap",
-                        unraw(&m.fields[i].ident),
-                        unraw(&m.fields[j].ident)
+            // Overlapping slots are a compile-time error. Numbered slots
+            // are in number order, so neighbours are enough.
+            let pairs: Vec<(usize, usize)> = if m.layout == Layout::Numbered {
+                let mut order: Vec<usize> = (0..m.fields.len()).collect();
+                order.sort_by_key(|&i| m.fields[i].number);
+                order.windows(2).map(|w| (w[0], w[1])).collect()
+            } else {
+                (0..m.fields.len())
+                    .flat_map(|i| (i + 1..m.fields.len()).map(move |j| (i, j)))
+                    .collect()
+            };
+            for (i, j) in pairs {
+                let (oi, oj) = (&offs[i], &offs[j]);
+                let (ti, tj) = (&field_trait[i], &field_trait[j]);
+                let msg = format!(
+                    "zap: fields `{}` and `{}` overlap",
+                    unraw(&m.fields[i].ident),
+                    unraw(&m.fields[j].ident)
+                );
+                let span = m.fields[j].ident.span();
+                consts.extend(quote_spanned!(span=>
+                    const _: () = ::core::assert!(
+                        #oi + #ti::WIDTH <= #oj || #oj + #tj::WIDTH <= #oi,
+                        #msg
                     );
-                    let span = m.fields[j].ident.span();
-                    consts.extend(quote_spanned!(span=>
-                        const _: () = ::core::assert!(
-                            #oi + #ti::WIDTH <= #oj || #oj + #tj::WIDTH <= #oi,
-                            #msg
-                        );
-                    ));
-                }
+                ));
             }
             // Numbered fields must stay clear of the size word.
             if m.layout == Layout::Numbered {
@@ -137,15 +145,17 @@ pub fn message_impl(m: &Message) -> TokenStream {
         .collect();
     let names: Vec<String> = idents.iter().map(|i| unraw(i)).collect();
     let view_doc = format!(
-        "Borrowed view of a validated [`{}`]: accessors read in place.",
+        " Borrowed view of a validated [`{}`]: accessors read in place.",
         unraw(name)
     );
-    let accessor_docs: Vec<String> = names.iter().map(|n| format!("Reads `{n}`.")).collect();
+    let accessor_docs: Vec<String> = names.iter().map(|n| format!(" Reads `{n}`.")).collect();
 
     quote! {
         #[doc = #view_doc]
-        #[derive(Clone, Copy)]
+        #[derive(::core::clone::Clone, ::core::marker::Copy)]
+        #[allow(non_camel_case_types)]
         #vis struct #view<'a> {
+            #[allow(dead_code)]
             obj: ::zap::codegen::Obj<'a>,
         }
 
@@ -198,7 +208,6 @@ pub fn message_impl(m: &Message) -> TokenStream {
                 }
             }
 
-            #[automatically_derived]
             impl<'a> #view<'a> {
                 #(
                     #[doc = #accessor_docs]
@@ -261,7 +270,6 @@ pub fn enumeration(e: &Enum) -> TokenStream {
         )]
         #vis struct #name(pub i32);
 
-        #[automatically_derived]
         impl #name {
             #(#consts)*
 

@@ -76,10 +76,10 @@ fn response_ty(m: &Method) -> TokenStream {
 
 fn trait_def(s: &Service) -> TokenStream {
     let (name, vis) = (&s.ident, &s.vis);
-    let attrs = docs_or(&s.attrs, &format!("The `{}` service.", s.full_name()));
+    let attrs = docs_or(&s.attrs, &format!(" The `{}` service.", s.full_name()));
     let methods = s.methods.iter().map(|m| {
         let ident = &m.ident;
-        let attrs = docs_or(&m.attrs, &format!("Handles `{}`.", path(s, m)));
+        let attrs = docs_or(&m.attrs, &format!(" Handles `{}`.", path(s, m)));
         let req = request_ty(m);
         let resp = response_ty(m);
         quote! {
@@ -111,11 +111,11 @@ fn method_const(m: &Method) -> syn::Ident {
 fn method_consts(s: &Service) -> TokenStream {
     let vis = &s.vis;
     let module = consts_module(s);
-    let doc = format!("Method paths of `{}`.", s.full_name());
+    let doc = format!(" Method paths of `{}`.", s.full_name());
     let consts = s.methods.iter().map(|m| {
         let c = method_const(m);
         let p = path(s, m);
-        let doc = format!("`{p}`");
+        let doc = format!(" `{p}`");
         quote!(#[doc = #doc] pub const #c: &str = #p;)
     });
     quote! {
@@ -132,7 +132,7 @@ fn server(s: &Service) -> TokenStream {
     let full = s.full_name();
     let module = consts_module(s);
     let doc = format!(
-        "Serves a [`{}`] implementation: add it to a `zap::Router` with \
+        " Serves a [`{}`] implementation: add it to a `zap::Router` with \
          `add_service`.",
         unraw(name)
     );
@@ -166,7 +166,6 @@ fn server(s: &Service) -> TokenStream {
             inner: ::std::sync::Arc<T>,
         }
 
-        #[automatically_derived]
         impl<T: #name> #server<T> {
             /// Serves `inner`.
             pub fn new(inner: T) -> Self {
@@ -214,12 +213,12 @@ fn client(s: &Service) -> TokenStream {
     let full = s.full_name();
     let module = consts_module(s);
     let doc = format!(
-        "A typed client of `{full}` over a `zap::Channel` (cheap to clone; \
+        " A typed client of `{full}` over a `zap::Channel` (cheap to clone; \
          calls share the channel's connection)."
     );
     let methods = s.methods.iter().map(|m| {
         let ident = &m.ident;
-        let attrs = docs_or(&m.attrs, &format!("Calls `{}`.", path(s, m)));
+        let attrs = docs_or(&m.attrs, &format!(" Calls `{}`.", path(s, m)));
         let (input, output) = (&m.input, &m.output);
         let c = method_const(m);
         let p = quote!(#module::#c);
@@ -305,7 +304,6 @@ fn client(s: &Service) -> TokenStream {
             channel: ::zap::codegen::Channel,
         }
 
-        #[automatically_derived]
         impl #client {
             /// The service name, `package.Service`.
             pub const SERVICE_NAME: &'static str = #full;
