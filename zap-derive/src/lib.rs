@@ -27,9 +27,20 @@ pub fn derive_message(input: TokenStream) -> TokenStream {
         .into()
 }
 
-/// Turns a trait of async methods into a zap service: the trait (with
-/// `Send` futures), a `{Name}Server<T>` adapter, a `{Name}Client` and the
-/// method paths; see the `zap` crate docs.
+/// Turns a trait of async methods into a zap service.
+///
+/// `#[zap::service(package = "pkg")]` (optionally `name = "Service"`, the
+/// trait's name by default) on a trait whose methods each read
+/// `async fn name(&self, request: Request<A>) -> Result<Response<B>, Status>`.
+/// `Request<Streaming<A>>` makes the client stream, `Response<BoxStream<B>>`
+/// the server. The path is `/pkg.Service/Name` with the method name in
+/// `PascalCase`, or `#[zap(name = "..")]` on the method.
+///
+/// Generates the trait itself (methods returning `Send` futures, so
+/// implementations write `async fn`), `{Trait}Server<T>` (a `NamedService`
+/// for `Router::add_service`), `{Trait}Client` over a `Channel`, and a
+/// module `{trait}_methods` of path constants. Bad signatures are compile
+/// errors at their span, all reported together.
 #[proc_macro_attribute]
 pub fn service(args: TokenStream, input: TokenStream) -> TokenStream {
     let item = syn::parse_macro_input!(input as syn::ItemTrait);

@@ -17,6 +17,36 @@
 //!   untyped access by offset, every read checked and returning `Result`.
 //! - **[`wire::Builder`]**: writes objects, lists and payloads by offset.
 //!
+//! ## RPC and services
+//!
+//! With the `runtime` feature (default), [`Channel`] and [`Server`] carry
+//! calls over `zap-transport` connections (`docs/PROTOCOL.md`). Services are
+//! declared with [`macro@service`] on a trait of async methods, or generated
+//! from `.proto` files by `zap-build`; both produce the trait, a
+//! `{Name}Server<T>` ([`NamedService`], added with
+//! [`Router::add_service`]), a `{Name}Client` and `{name}_methods` path
+//! constants. A call's message is any [`Payload`]: a derived message, an
+//! [`Owned`] message (read in place) or raw `Bytes`.
+//!
+//! ```no_run
+//! # #[cfg(feature = "runtime")]
+//! # mod demo {
+//! use zap::{Request, Response, Status, Streaming};
+//!
+//! #[derive(zap::Message, Clone, Debug, Default)]
+//! pub struct Num { pub value: i64 }
+//!
+//! #[zap::service(package = "calc")]
+//! pub trait Calc {
+//!     /// `/calc.Calc/Double`
+//!     async fn double(&self, request: Request<Num>) -> Result<Response<Num>, Status>;
+//!     /// `/calc.Calc/Sum`: the client streams.
+//!     async fn sum(&self, request: Request<Streaming<Num>>) -> Result<Response<Num>, Status>;
+//! }
+//! // Generated: CalcServer<T>, CalcClient, calc_methods::{DOUBLE, SUM}.
+//! # }
+//! ```
+//!
 //! ## Validate once, then read without failing
 //!
 //! `decode`/`view` check the header and every pointer, length and count the
