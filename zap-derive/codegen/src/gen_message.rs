@@ -227,7 +227,7 @@ pub fn message_impl(m: &Message) -> TokenStream {
                 }
             }
 
-            ::zap::__message_impls!(#name, #view);
+            ::zap::codegen::message_impls!(#name, #view);
         };
     }
 }
@@ -314,6 +314,6 @@ pub fn enumeration(e: &Enum) -> TokenStream {
             }
         }
 
-        ::zap::__enum_impls!(#name);
+        ::zap::codegen::enum_impls!(#name);
     }
 }
