@@ -567,3 +567,58 @@ fn owned_slice_of_a_foreign_slice_copies_instead_of_panicking() {
     let o = Owned::<H>::decode(Bytes::from(bytes)).unwrap();
     assert_eq!(o.slice(o.view().hash()), Bytes::from_static(&[0; 32]));
 }
+
+/// `#[zap(number = N)]`: field N at offset 8·N after the size word, so a
+/// field added with any new number (here below, between and above) keeps
+/// both directions working.
+#[test]
+fn numbered_layout_evolves_with_any_new_number() {
+    #[derive(zap::Message, Debug, PartialEq, Default)]
+    struct Old {
+        #[zap(number = 2)]
+        a: u32,
+        #[zap(number = 4)]
+        b: Bytes,
+    }
+    #[derive(zap::Message, Debug, PartialEq, Default)]
+    struct New {
+        #[zap(number = 1)]
+        first: u64,
+        #[zap(number = 2)]
+        a: u32,
+        #[zap(number = 3)]
+        middle: String,
+        #[zap(number = 4)]
+        b: Bytes,
+        #[zap(number = 9)]
+        last: Option<u32>,
+    }
+    let old = Old {
+        a: 7,
+        b: Bytes::from_static(b"bee"),
+    };
+    let bytes = old.to_bytes().unwrap();
+    // Header, then the object: size word 40 = 8 * (4 + 1), a at 16, b at 32.
+    let obj = &bytes[16..];
+    assert_eq!(u32::from_le_bytes(obj[0..4].try_into().unwrap()), 40);
+    assert_eq!(u32::from_le_bytes(obj[16..20].try_into().unwrap()), 7);
+    let new = New::decode(bytes).unwrap();
+    assert_eq!((new.a, &new.b[..], new.first, new.last), (7, &b"bee"[..], 0, None));
+    assert!(new.middle.is_empty());
+
+    let new = New {
+        first: 1,
+        a: 2,
+        middle: "m".into(),
+        b: Bytes::from_static(b"b"),
+        last: Some(9),
+    };
+    let old = Old::decode(new.to_bytes().unwrap()).unwrap();
+    assert_eq!(
+        old,
+        Old {
+            a: 2,
+            b: Bytes::from_static(b"b")
+        }
+    );
+}

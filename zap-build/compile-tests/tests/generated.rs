@@ -243,3 +243,32 @@ async fn a_service_with_awkward_names_serves_and_calls() {
     assert_eq!(back.len(), 3);
     assert_eq!(awkward::result_methods::DROP, "/awkward.Result/Drop");
 }
+
+/// The derive with `#[zap(number = N)]` and zap-build produce the same
+/// representation: the same bytes, readable by each other.
+#[test]
+fn derive_and_zap_build_agree_on_the_bytes() {
+    #[derive(zap::Message, Debug, PartialEq)]
+    struct Account {
+        #[zap(number = 2)]
+        id: u64,
+        #[zap(number = 4)]
+        name: zap::Text,
+        #[zap(number = 6)]
+        balances: Vec<u64>,
+    }
+    let derived = Account {
+        id: 3,
+        name: "same".into(),
+        balances: vec![4, 5],
+    };
+    let generated = v1::Account {
+        id: 3,
+        name: "same".into(),
+        balances: vec![4, 5],
+    };
+    let bytes = derived.to_bytes().unwrap();
+    assert_eq!(bytes, generated.to_bytes().unwrap());
+    assert_eq!(v1::Account::decode(bytes.clone()).unwrap(), generated);
+    assert_eq!(Account::decode(bytes).unwrap(), derived);
+}
