@@ -19,158 +19,154 @@ struct Parsed<'a> {
 
 /// Parses and checks `input`, reporting every problem at once.
 pub(crate) fn parse_message(input: &syn::DeriveInput) -> Result<Message, Vec<syn::Error>> {
-    {
-        let mut cx = Ctxt::default();
-        for attr in input.attrs.iter().filter(|a| a.path().is_ident("zap")) {
-            cx.error_spanned_by(
-                attr,
-                "`#[zap(...)]` is not supported on the type; put `#[zap(offset = N)]` or \
-                 `#[zap(number = N)]` on fields",
-            );
-        }
-        if !input.generics.params.is_empty() {
-            cx.error_spanned_by(&input.generics, "zap messages cannot be generic");
-        }
-        let mut fields = Vec::new();
-        match &input.data {
-            syn::Data::Struct(s) => match &s.fields {
-                syn::Fields::Named(named) => {
-                    for f in &named.named {
-                        if let Some(field) = parse_field(&mut cx, f) {
-                            fields.push(field);
-                        }
+    let mut cx = Ctxt::default();
+    for attr in input.attrs.iter().filter(|a| a.path().is_ident("zap")) {
+        cx.error_spanned_by(
+            attr,
+            "`#[zap(...)]` is not supported on the type; put `#[zap(offset = N)]` or \
+             `#[zap(number = N)]` on fields",
+        );
+    }
+    if !input.generics.params.is_empty() {
+        cx.error_spanned_by(&input.generics, "zap messages cannot be generic");
+    }
+    let mut fields = Vec::new();
+    match &input.data {
+        syn::Data::Struct(s) => match &s.fields {
+            syn::Fields::Named(named) => {
+                for f in &named.named {
+                    if let Some(field) = parse_field(&mut cx, f) {
+                        fields.push(field);
                     }
                 }
-                other => cx.error_spanned_by(
-                    other,
-                    "zap messages need named fields (tuple and unit structs have no field names)",
-                ),
-            },
-            syn::Data::Enum(e) => cx.error_spanned_by(
-                e.enum_token,
-                "#[derive(zap::Message)] supports structs only",
-            ),
-            syn::Data::Union(u) => cx.error_spanned_by(
-                u.union_token,
-                "#[derive(zap::Message)] supports structs only",
-            ),
-        }
-        let with_offset = fields.iter().filter(|f| f.offset.is_some()).count();
-        let with_number = fields.iter().filter(|f| f.number.is_some()).count();
-        let layout = if with_offset > 0 {
-            Layout::Explicit
-        } else if with_number > 0 {
-            Layout::Numbered
-        } else {
-            Layout::Sequential
-        };
-        if with_offset > 0 && with_number > 0 {
-            cx.error_spanned_by(
-                &input.ident,
-                "use either `offset` or `number` on the fields of a message, not both",
-            );
-        } else {
-            let (count, what) = match layout {
-                Layout::Explicit => (with_offset, "offset"),
-                Layout::Numbered => (with_number, "number"),
-                Layout::Sequential => (0, ""),
-            };
-            if count > 0 && count != fields.len() {
-                for f in fields
-                    .iter()
-                    .filter(|f| f.offset.is_none() && f.number.is_none() && !f.bad_attr)
-                {
-                    cx.error_spanned_by(
-                        f.ident,
-                        format!(
-                            "missing #[zap({what} = N)]: when one field has an explicit \
-                             {what}, all must"
-                        ),
-                    );
-                }
             }
-        }
-        let mut numbers = std::collections::HashMap::new();
-        for f in &fields {
-            if let Some(n) = f.number
-                && let Some(first) = numbers.insert(n, f.ident)
+            other => cx.error_spanned_by(
+                other,
+                "zap messages need named fields (tuple and unit structs have no field names)",
+            ),
+        },
+        syn::Data::Enum(e) => cx.error_spanned_by(
+            e.enum_token,
+            "#[derive(zap::Message)] supports structs only",
+        ),
+        syn::Data::Union(u) => cx.error_spanned_by(
+            u.union_token,
+            "#[derive(zap::Message)] supports structs only",
+        ),
+    }
+    let with_offset = fields.iter().filter(|f| f.offset.is_some()).count();
+    let with_number = fields.iter().filter(|f| f.number.is_some()).count();
+    let layout = if with_offset > 0 {
+        Layout::Explicit
+    } else if with_number > 0 {
+        Layout::Numbered
+    } else {
+        Layout::Sequential
+    };
+    if with_offset > 0 && with_number > 0 {
+        cx.error_spanned_by(
+            &input.ident,
+            "use either `offset` or `number` on the fields of a message, not both",
+        );
+    } else {
+        let (count, what) = match layout {
+            Layout::Explicit => (with_offset, "offset"),
+            Layout::Numbered => (with_number, "number"),
+            Layout::Sequential => (0, ""),
+        };
+        if count > 0 && count != fields.len() {
+            for f in fields
+                .iter()
+                .filter(|f| f.offset.is_none() && f.number.is_none() && !f.bad_attr)
             {
                 cx.error_spanned_by(
                     f.ident,
-                    format!("field number {n} is already used by `{first}`"),
+                    format!(
+                        "missing #[zap({what} = N)]: when one field has an explicit \
+                         {what}, all must"
+                    ),
                 );
             }
         }
-        let fields = fields
-            .into_iter()
-            .map(|p| Field {
-                ident: p.ident.clone(),
-                vis: p.f.vis.clone(),
-                ty: p.f.ty.clone(),
-                offset: p.offset,
-                number: p.number,
-                attrs: Vec::new(),
-            })
-            .collect();
-        cx.check(Message {
-            ident: input.ident.clone(),
-            vis: input.vis.clone(),
-            fields,
-            layout,
+    }
+    let mut numbers = std::collections::HashMap::new();
+    for f in &fields {
+        if let Some(n) = f.number
+            && let Some(first) = numbers.insert(n, f.ident)
+        {
+            cx.error_spanned_by(
+                f.ident,
+                format!("field number {n} is already used by `{first}`"),
+            );
+        }
+    }
+    let fields = fields
+        .into_iter()
+        .map(|p| Field {
+            ident: p.ident.clone(),
+            vis: p.f.vis.clone(),
+            ty: p.f.ty.clone(),
+            offset: p.offset,
+            number: p.number,
             attrs: Vec::new(),
         })
-    }
+        .collect();
+    cx.check(Message {
+        ident: input.ident.clone(),
+        vis: input.vis.clone(),
+        fields,
+        layout,
+        attrs: Vec::new(),
+    })
 }
 
 /// Maximum field number: the fixed section is `8 * (max + 1)` bytes.
 const MAX_NUMBER: u32 = 4096;
 
 fn parse_field<'a>(cx: &mut Ctxt, f: &'a syn::Field) -> Option<Parsed<'a>> {
-    {
-        let ident = f.ident.as_ref()?;
-        let mut offset = None;
-        let mut number = None;
-        let mut bad_attr = false;
-        for attr in f.attrs.iter().filter(|a| a.path().is_ident("zap")) {
-            let res = attr.parse_nested_meta(|meta| {
-                if meta.path.is_ident("offset") {
-                    let lit: syn::LitInt = meta.value()?.parse()?;
-                    let n = lit.base10_parse::<u32>()?;
-                    if offset.replace(n as usize).is_some() {
-                        return Err(meta.error("duplicate `offset`"));
-                    }
-                    Ok(())
-                } else if meta.path.is_ident("number") {
-                    let lit: syn::LitInt = meta.value()?.parse()?;
-                    let n = lit.base10_parse::<u32>()?;
-                    if n == 0 || n > MAX_NUMBER {
-                        return Err(syn::Error::new(
-                            lit.span(),
-                            format!("field numbers go from 1 to {MAX_NUMBER}"),
-                        ));
-                    }
-                    if number.replace(n).is_some() {
-                        return Err(meta.error("duplicate `number`"));
-                    }
-                    Ok(())
-                } else {
-                    Err(meta.error("unknown zap attribute; expected `offset = N` or `number = N`"))
+    let ident = f.ident.as_ref()?;
+    let mut offset = None;
+    let mut number = None;
+    let mut bad_attr = false;
+    for attr in f.attrs.iter().filter(|a| a.path().is_ident("zap")) {
+        let res = attr.parse_nested_meta(|meta| {
+            if meta.path.is_ident("offset") {
+                let lit: syn::LitInt = meta.value()?.parse()?;
+                let n = lit.base10_parse::<u32>()?;
+                if offset.replace(n as usize).is_some() {
+                    return Err(meta.error("duplicate `offset`"));
                 }
-            });
-            if let Err(e) = res {
-                bad_attr = true;
-                cx.syn_error(e);
+                Ok(())
+            } else if meta.path.is_ident("number") {
+                let lit: syn::LitInt = meta.value()?.parse()?;
+                let n = lit.base10_parse::<u32>()?;
+                if n == 0 || n > MAX_NUMBER {
+                    return Err(syn::Error::new(
+                        lit.span(),
+                        format!("field numbers go from 1 to {MAX_NUMBER}"),
+                    ));
+                }
+                if number.replace(n).is_some() {
+                    return Err(meta.error("duplicate `number`"));
+                }
+                Ok(())
+            } else {
+                Err(meta.error("unknown zap attribute; expected `offset = N` or `number = N`"))
             }
+        });
+        if let Err(e) = res {
+            bad_attr = true;
+            cx.syn_error(e);
         }
-        check_type(cx, &f.ty);
-        Some(Parsed {
-            f,
-            ident,
-            offset,
-            number,
-            bad_attr,
-        })
     }
+    check_type(cx, &f.ty);
+    Some(Parsed {
+        f,
+        ident,
+        offset,
+        number,
+        bad_attr,
+    })
 }
 
 /// Rejects type forms that can never be a field, with a specific message.
