@@ -3,6 +3,8 @@
 //! intended change. The same file is compiled and exercised by the
 //! `zap-build-tests` crate.
 
+#![allow(clippy::unwrap_used)]
+
 use std::path::Path;
 
 fn generate(

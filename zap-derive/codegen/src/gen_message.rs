@@ -138,6 +138,11 @@ pub fn message_impl(m: &Message) -> TokenStream {
     let size_word = m.layout != Layout::Explicit;
 
     let idents: Vec<_> = m.fields.iter().map(|f| &f.ident).collect();
+    let extra_sum = if idents.is_empty() {
+        quote!(0usize)
+    } else {
+        quote!(#( #extra_len(&self.#idents) )+*)
+    };
     let field_vis: Vec<_> = m.fields.iter().map(|f| &f.vis).collect();
     let paths: Vec<String> = idents
         .iter()
@@ -204,7 +209,7 @@ pub fn message_impl(m: &Message) -> TokenStream {
 
                 #[inline]
                 fn extra_len(&self) -> usize {
-                    0usize #( + #extra_len(&self.#idents) )*
+                    #extra_sum
                 }
             }
 

@@ -160,6 +160,10 @@ fn server(s: &Service) -> TokenStream {
             });
         }
     });
+    let routes = quote! {
+        #(#routes)*
+        router
+    };
     quote! {
         #[doc = #doc]
         #vis struct #server<T> {
@@ -199,9 +203,9 @@ fn server(s: &Service) -> TokenStream {
             const NAME: &'static str = #full;
             const METHODS: &'static [&'static str] = &[#(#paths),*];
 
+            #[allow(clippy::let_and_return)]
             fn add_routes(self, router: ::zap::codegen::Router) -> ::zap::codegen::Router {
-                #(#routes)*
-                router
+                #routes
             }
         }
     }
