@@ -23,8 +23,6 @@ pub use crate::wire::{Builder, ListRef, ObjectRef, Scalar};
 
 pub use crate::message::Owned;
 pub use crate::payload::Payload;
-/// `Field`/`ListElem` impls for a message and for an open enum.
-pub use crate::{__enum_impls as enum_impls, __message_impls as message_impls};
 /// What generated services use from the runtime.
 #[cfg(feature = "runtime")]
 pub use crate::rt::service::{
@@ -36,6 +34,8 @@ pub use crate::rt::{
     BoxStream, Channel, IntoRequest, NamedService, Request, Response, Router, Streaming,
 };
 pub use crate::status::{Code, Status};
+/// `Field`/`ListElem` impls for a message and for an open enum.
+pub use crate::{__enum_impls as enum_impls, __message_impls as message_impls};
 #[cfg(feature = "runtime")]
 pub use futures_core::Stream;
 
