@@ -603,7 +603,10 @@ fn numbered_layout_evolves_with_any_new_number() {
     assert_eq!(u32::from_le_bytes(obj[0..4].try_into().unwrap()), 40);
     assert_eq!(u32::from_le_bytes(obj[16..20].try_into().unwrap()), 7);
     let new = New::decode(bytes).unwrap();
-    assert_eq!((new.a, &new.b[..], new.first, new.last), (7, &b"bee"[..], 0, None));
+    assert_eq!(
+        (new.a, &new.b[..], new.first, new.last),
+        (7, &b"bee"[..], 0, None)
+    );
     assert!(new.middle.is_empty());
 
     let new = New {

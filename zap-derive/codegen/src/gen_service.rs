@@ -226,79 +226,47 @@ fn client(s: &Service) -> TokenStream {
         let (input, output) = (&m.input, &m.output);
         let c = method_const(m);
         let p = quote!(#module::#c);
-        match m.kind {
-            Kind::Unary => quote! {
-                #(#attrs)*
-                pub async fn #ident(
-                    &self,
-                    request: impl ::zap::codegen::IntoRequest<#input>,
-                ) -> ::core::result::Result<::zap::codegen::Response<#output>, ::zap::codegen::Status> {
-                    ::zap::codegen::call_unary(
-                        &self.channel,
-                        #p,
-                        ::zap::codegen::IntoRequest::into_request(request),
-                    )
-                    .await
-                }
-            },
-            Kind::ServerStreaming => quote! {
-                #(#attrs)*
-                pub async fn #ident(
-                    &self,
-                    request: impl ::zap::codegen::IntoRequest<#input>,
-                ) -> ::core::result::Result<
-                    ::zap::codegen::Response<::zap::codegen::Streaming<#output>>,
-                    ::zap::codegen::Status,
-                > {
-                    ::zap::codegen::call_server_streaming(
-                        &self.channel,
-                        #p,
-                        ::zap::codegen::IntoRequest::into_request(request),
-                    )
-                    .await
-                }
-            },
-            Kind::ClientStreaming => quote! {
-                #(#attrs)*
-                pub async fn #ident<ZapRequestStream>(
-                    &self,
-                    request: impl ::zap::codegen::IntoRequest<ZapRequestStream>,
-                ) -> ::core::result::Result<::zap::codegen::Response<#output>, ::zap::codegen::Status>
-                where
-                    ZapRequestStream: ::zap::codegen::Stream<Item = #input>
-                        + ::core::marker::Send
-                        + 'static,
-                {
-                    ::zap::codegen::call_client_streaming(
-                        &self.channel,
-                        #p,
-                        ::zap::codegen::IntoRequest::into_request(request),
-                    )
-                    .await
-                }
-            },
-            Kind::Streaming => quote! {
-                #(#attrs)*
-                pub async fn #ident<ZapRequestStream>(
-                    &self,
-                    request: impl ::zap::codegen::IntoRequest<ZapRequestStream>,
-                ) -> ::core::result::Result<
-                    ::zap::codegen::Response<::zap::codegen::Streaming<#output>>,
-                    ::zap::codegen::Status,
-                >
-                where
-                    ZapRequestStream: ::zap::codegen::Stream<Item = #input>
-                        + ::core::marker::Send
-                        + 'static,
-                {
-                    ::zap::codegen::call_streaming(
-                        &self.channel,
-                        #p,
-                        ::zap::codegen::IntoRequest::into_request(request),
-                    )
-                    .await
-                }
-            },
+        let call = match m.kind {
+            Kind::Unary => quote!(call_unary),
+            Kind::ServerStreaming => quote!(call_server_streaming),
+            Kind::ClientStreaming => quote!(call_client_streaming),
+            Kind::Streaming => quote!(call_streaming),
+        };
+        let response = if m.kind.server_streams() {
+            quote!(::zap::codegen::Streaming<#output>)
+        } else {
+            quote!(#output)
+        };
+        // A streaming request is any `Stream` of messages.
+        let (generics, request, bounds) = if m.kind.client_streams() {
+            (
+                quote!(<ZapRequestStream>),
+                quote!(ZapRequestStream),
+                quote! {
+                    where
+                        ZapRequestStream: ::zap::codegen::Stream<Item = #input>
+                            + ::core::marker::Send
+                            + 'static,
+                },
+            )
+        } else {
+            (TokenStream::new(), quote!(#input), TokenStream::new())
+        };
+        quote! {
+            #(#attrs)*
+            pub async fn #ident #generics(
+                &self,
+                request: impl ::zap::codegen::IntoRequest<#request>,
+            ) -> ::core::result::Result<::zap::codegen::Response<#response>, ::zap::codegen::Status>
+            #bounds
+            {
+                ::zap::codegen::#call(
+                    &self.channel,
+                    #p,
+                    ::zap::codegen::IntoRequest::into_request(request),
+                )
+                .await
+            }
         }
     });
     quote! {

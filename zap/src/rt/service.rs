@@ -82,6 +82,26 @@ impl<T> Response<T> {
             trailers: self.trailers,
         }
     }
+
+    fn try_map<U, E>(self, f: impl FnOnce(T) -> Result<U, E>) -> Result<Response<U>, E> {
+        Ok(Response {
+            headers: self.headers,
+            message: f(self.message)?,
+            trailers: self.trailers,
+        })
+    }
+}
+
+impl<T> Request<T> {
+    fn try_map<U, E>(self, f: impl FnOnce(T) -> Result<U, E>) -> Result<Request<U>, E> {
+        Ok(Request {
+            metadata: self.metadata,
+            message: f(self.message)?,
+            deadline: self.deadline,
+            peer: self.peer,
+            method: self.method,
+        })
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -89,70 +109,21 @@ impl<T> Response<T> {
 
 /// Decodes a request's message; a bad message is `INVALID_ARGUMENT`.
 fn decode_request<A: Payload>(req: Request<Bytes>) -> Result<Request<A>, Status> {
-    let Request {
-        metadata,
-        message,
-        deadline,
-        peer,
-        method,
-    } = req;
-    Ok(Request {
-        metadata,
-        message: A::from_payload(message)?,
-        deadline,
-        peer,
-        method,
-    })
+    req.try_map(A::from_payload)
 }
 
 fn encode_response<B: Payload>(resp: Response<B>) -> Result<Response<Bytes>, Status> {
-    let Response {
-        headers,
-        message,
-        trailers,
-    } = resp;
-    Ok(Response {
-        headers,
-        message: message.into_payload()?,
-        trailers,
-    })
+    resp.try_map(B::into_payload)
 }
 
 /// The client's view of a response message the server got wrong.
 fn decode_response<B: Payload>(resp: Response<Bytes>) -> Result<Response<B>, Status> {
-    let Response {
-        headers,
-        message,
-        trailers,
-    } = resp;
-    match B::from_payload(message) {
-        Ok(message) => Ok(Response {
-            headers,
-            message,
-            trailers,
-        }),
-        Err(s) => Err(Status::internal(format!(
-            "bad response message: {}",
-            s.message()
-        ))),
-    }
+    resp.try_map(B::from_payload)
+        .map_err(|s| Status::internal(format!("bad response message: {}", s.message())))
 }
 
 fn encode_request<A: Payload>(req: Request<A>) -> Result<Request<Bytes>, Status> {
-    let Request {
-        metadata,
-        message,
-        deadline,
-        peer,
-        method,
-    } = req;
-    Ok(Request {
-        metadata,
-        message: message.into_payload()?,
-        deadline,
-        peer,
-        method,
-    })
+    req.try_map(A::into_payload)
 }
 
 pin_project_lite::pin_project! {
