@@ -47,13 +47,17 @@ async fn running_vm(payload: u64) -> (vm::VMClient, vm::InitializeResponse) {
     (vm, genesis)
 }
 
-/// Build → parse → verify → prefer → accept; the built block.
-async fn advance(vm: &vm::VMClient) -> vm::BlockResponse {
-    let built = vm
-        .build_block(vm::BuildBlockRequest::default())
+/// Asks the VM to build a block.
+async fn build(vm: &vm::VMClient) -> vm::BlockResponse {
+    vm.build_block(vm::BuildBlockRequest::default())
         .await
         .unwrap()
-        .into_inner();
+        .into_inner()
+}
+
+/// Build → parse → verify → prefer → accept; the built block.
+async fn advance(vm: &vm::VMClient) -> vm::BlockResponse {
+    let built = build(vm).await;
     let parsed = vm
         .parse_block(vm::ParseBlockRequest {
             bytes: built.bytes.clone(),
@@ -255,11 +259,7 @@ async fn blocks_that_do_not_extend_the_chain_fail_to_verify() {
 #[tokio::test]
 async fn rejected_and_unverified_blocks_cannot_be_accepted() {
     let (vm, _) = running_vm(16).await;
-    let built = vm
-        .build_block(vm::BuildBlockRequest::default())
-        .await
-        .unwrap()
-        .into_inner();
+    let built = build(&vm).await;
     // Built but not verified.
     let e = vm
         .block_accept(vm::BlockAcceptRequest {
