@@ -33,6 +33,8 @@ const MAX_MESSAGE_OUT: usize = 16 << 20;
 const CLOSE_FLUSH: std::time::Duration = std::time::Duration::from_secs(1);
 /// Read buffer growth step.
 const READ_CHUNK: usize = 64 << 10;
+/// Polls that write at once after a yield that gained nothing.
+const DEFER_BACKOFF: u32 = 16;
 /// Chunks handed to one vectored write.
 const MAX_IOVECS: usize = 64;
 
@@ -475,6 +477,13 @@ pub(crate) struct Driver {
     read_pause: usize,
     /// Bounds the final flush of a closed connection.
     close_timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// The last poll yielded to let callers add output to this much
+    /// (see `poll`).
+    deferred: Option<usize>,
+    /// Polls with output left before yielding is tried again.
+    defer_skip: u32,
+    /// Yield to batch output (single-worker runtimes).
+    batch: bool,
     _guard: Option<ConnGuard>,
 }
 
@@ -500,6 +509,10 @@ impl Driver {
             spawn: Vec::new(),
             read_pause: usize::MAX,
             close_timer: None,
+            deferred: None,
+            defer_skip: 0,
+            batch: tokio::runtime::Handle::try_current()
+                .is_ok_and(|h| h.metrics().num_workers() == 1),
             _guard: guard,
         }
     }
@@ -629,6 +642,27 @@ impl Future for Driver {
                 inner.driver = Some(cx.waker().clone());
             }
             inner.driver_active = true;
+            // Batching on a single-worker runtime: with several calls in
+            // flight, output produced by callers this driver just woke is
+            // followed by more from the others, which run on this thread
+            // before a yielded driver does. Yield once so one write carries
+            // all of it (64 B echo, 64 in flight: 2.4x the calls/s). With
+            // more workers the callers are stolen by other threads and the
+            // yield only delays (measured 8% fewer calls/s), so it is off.
+            // A yield that gained nothing turns yielding off for a while.
+            let pending = inner.conn.pending_output();
+            if let Some(before) = this.deferred.take() {
+                if pending <= before {
+                    this.defer_skip = DEFER_BACKOFF;
+                }
+            } else if this.batch && pending > 0 && inner.calls.len() > 1 {
+                if this.defer_skip == 0 {
+                    this.deferred = Some(pending);
+                    cx.waker().wake_by_ref();
+                    return Poll::Pending;
+                }
+                this.defer_skip -= 1;
+            }
         }
         let mut spawn = std::mem::take(&mut this.spawn);
         loop {
