@@ -75,6 +75,9 @@ impl Connector {
                 self.connect_tls(tls, url).await
             }
             Scheme::Unix => connect_unix(url).await,
+            Scheme::Quic => Err(ConnectError::Unsupported(
+                "zap+quic:// URLs are connected by QuicConnector (feature `quic`)",
+            )),
         }
     }
 
@@ -93,6 +96,7 @@ impl Connector {
             .await
             .map_err(ConnectError::Tls)?;
         crate::tls::check_session(stream.get_ref().1, &mut peer)?;
+        tls.check_pins(&peer)?;
         peer.server_name = Some(name.to_str().into_owned());
         Ok(Conn::new(Stream::TlsClient(Box::new(stream)), peer, None))
     }
@@ -170,6 +174,13 @@ pub enum ConnectError {
     Alpn,
     /// The URL host cannot be used as a TLS server name.
     InvalidServerName(String),
+    /// The server certificate's SHA-256 matches none of the pins
+    /// ([`ClientTls::with_pinned_sha256`](crate::ClientTls::with_pinned_sha256)).
+    PinMismatch,
+    /// This connector does not handle the URL's transport.
+    Unsupported(&'static str),
+    /// QUIC failed outside the TLS handshake (the message says how).
+    Quic(String),
 }
 
 impl ConnectError {
@@ -198,6 +209,11 @@ impl fmt::Display for ConnectError {
             ),
             Self::Alpn => f.write_str("peer did not negotiate ALPN protocol `zap/1`"),
             Self::InvalidServerName(name) => write!(f, "`{name}` is not a valid TLS server name"),
+            Self::PinMismatch => {
+                f.write_str("server certificate does not match any pinned SHA-256 digest")
+            }
+            Self::Unsupported(what) => f.write_str(what),
+            Self::Quic(e) => write!(f, "QUIC connection failed: {e}"),
         }
     }
 }
@@ -206,7 +222,13 @@ impl std::error::Error for ConnectError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             Self::Io(e) | Self::Tls(e) => Some(e),
-            Self::Timeout | Self::NoTlsConfig | Self::Alpn | Self::InvalidServerName(_) => None,
+            Self::Timeout
+            | Self::NoTlsConfig
+            | Self::Alpn
+            | Self::InvalidServerName(_)
+            | Self::PinMismatch
+            | Self::Unsupported(_)
+            | Self::Quic(_) => None,
         }
     }
 }

@@ -65,6 +65,9 @@
 //!
 //! # Features
 //!
+//! - `quic`: `zap+quic://` with quinn ([`quic`]): [`quic::QuicConnector`],
+//!   [`quic::QuicListener`], one QUIC stream per call and DATAGRAM frames
+//!   for unreliable messages.
 //! - `test-certs`: [`test_certs::TestPki`], a CA with server and client
 //!   certificates generated at run time by `rcgen`, for tests.
 
@@ -73,6 +76,8 @@
 mod connect;
 mod limits;
 mod listen;
+#[cfg(feature = "quic")]
+pub mod quic;
 mod stream;
 mod tls;
 mod url;
@@ -84,5 +89,5 @@ pub use crate::connect::{ConnectError, Connector};
 pub use crate::limits::Limits;
 pub use crate::listen::{Incoming, Listener};
 pub use crate::stream::{Conn, ConnGuard, PeerInfo, Stream};
-pub use crate::tls::{ALPN, ClientTls, ServerTls, TlsError};
+pub use crate::tls::{ALPN, ClientTls, ServerTls, TlsError, certificate_sha256};
 pub use crate::url::{Scheme, Url, UrlError};

@@ -74,9 +74,14 @@ impl Listener {
                 ));
             }
             (Scheme::Tcp | Scheme::Unix, None) => None,
+            (Scheme::Quic, _) => {
+                return Err(invalid_input(
+                    "zap+quic:// is served by QuicListener (feature `quic`)",
+                ));
+            }
         };
         let (inner, local_url) = match url.scheme() {
-            Scheme::Tcp | Scheme::Tls => {
+            Scheme::Tcp | Scheme::Tls | Scheme::Quic => {
                 let (Some(host), Some(port)) = (url.host(), url.port()) else {
                     return Err(invalid_input("URL has no host and port"));
                 };

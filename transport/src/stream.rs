@@ -151,3 +151,10 @@ impl Conn {
 pub struct ConnGuard {
     _permit: Option<OwnedSemaphorePermit>,
 }
+
+impl ConnGuard {
+    #[cfg_attr(not(feature = "quic"), allow(dead_code))]
+    pub(crate) fn new(permit: Option<OwnedSemaphorePermit>) -> Self {
+        Self { _permit: permit }
+    }
+}

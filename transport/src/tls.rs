@@ -88,6 +88,7 @@ pub struct ClientTls {
     roots: Arc<RootCertStore>,
     config: Arc<ClientConfig>,
     server_name: Option<ServerName<'static>>,
+    pins: Arc<[[u8; 32]]>,
 }
 
 impl ClientTls {
@@ -102,6 +103,7 @@ impl ClientTls {
             roots,
             config: Self::finish(config),
             server_name: None,
+            pins: Arc::new([]),
         })
     }
 
@@ -128,6 +130,33 @@ impl ClientTls {
             server_name: Some(name),
             ..self
         })
+    }
+
+    /// Also requires the server's end-entity certificate to have one of
+    /// these SHA-256 digests (of its DER encoding), checked after the usual
+    /// chain and hostname verification, which still apply. Pinning several
+    /// digests lets a certificate rotate without an outage.
+    pub fn with_pinned_sha256(self, pins: impl IntoIterator<Item = [u8; 32]>) -> Self {
+        Self {
+            pins: pins.into_iter().collect(),
+            ..self
+        }
+    }
+
+    /// Checks the pins (if any) against the verified peer.
+    pub(crate) fn check_pins(&self, peer: &crate::PeerInfo) -> Result<(), crate::ConnectError> {
+        if self.pins.is_empty() {
+            return Ok(());
+        }
+        let Some(cert) = peer.peer_certificate() else {
+            return Err(crate::ConnectError::PinMismatch);
+        };
+        let digest = certificate_sha256(cert);
+        if self.pins.iter().any(|p| p == &digest) {
+            Ok(())
+        } else {
+            Err(crate::ConnectError::PinMismatch)
+        }
     }
 
     fn finish(mut config: ClientConfig) -> Arc<ClientConfig> {
@@ -161,6 +190,15 @@ pub(crate) fn check_session(
         .map(<[_]>::to_vec)
         .unwrap_or_default();
     Ok(())
+}
+
+/// The SHA-256 digest of a certificate's DER encoding, as pinned by
+/// [`ClientTls::with_pinned_sha256`].
+pub fn certificate_sha256(cert: &CertificateDer<'_>) -> [u8; 32] {
+    let d = ring::digest::digest(&ring::digest::SHA256, cert.as_ref());
+    let mut out = [0; 32];
+    out.copy_from_slice(d.as_ref());
+    out
 }
 
 fn provider() -> Arc<CryptoProvider> {
@@ -282,9 +320,10 @@ mod tests {
         )
         .unwrap();
         assert_eq!(server.config().alpn_protocols, vec![ALPN.to_vec()]);
-        assert!(server.config().max_early_data_size == 0);
+        assert!(server.config().max_early_data_size == 0, "0-RTT off");
         let client = ClientTls::with_roots_pem(pki.ca_pem.as_bytes()).unwrap();
         assert_eq!(client.config().alpn_protocols, vec![ALPN.to_vec()]);
+        assert!(!client.config().enable_early_data, "0-RTT off");
         let client = client
             .with_identity(
                 pki.client_cert_pem.as_bytes(),

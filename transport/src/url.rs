@@ -1,4 +1,5 @@
-//! Endpoint URLs: `zap://host:port`, `zaps://host:port`, `zap+unix:///path`.
+//! Endpoint URLs: `zap://host:port`, `zaps://host:port`, `zap+unix:///path`,
+//! `zap+quic://host:port`.
 
 use std::fmt;
 use std::net::{Ipv6Addr, SocketAddr};
@@ -14,6 +15,10 @@ pub enum Scheme {
     Tls,
     /// `zap+unix:///absolute/path`: a Unix domain stream socket.
     Unix,
+    /// `zap+quic://host:port`: QUIC over UDP (TLS 1.3, ALPN `zap/1`), one
+    /// stream per call. Parsed always; connecting and listening need the
+    /// `quic` feature.
+    Quic,
 }
 
 impl Scheme {
@@ -23,11 +28,12 @@ impl Scheme {
             Self::Tcp => "zap",
             Self::Tls => "zaps",
             Self::Unix => "zap+unix",
+            Self::Quic => "zap+quic",
         }
     }
 
     fn from_name(name: &str) -> Option<Self> {
-        [Self::Tcp, Self::Tls, Self::Unix]
+        [Self::Tcp, Self::Tls, Self::Unix, Self::Quic]
             .into_iter()
             .find(|s| s.as_str().eq_ignore_ascii_case(name))
     }
@@ -87,7 +93,7 @@ impl Url {
                 }
                 Addr::Unix(PathBuf::from(rest))
             }
-            Scheme::Tcp | Scheme::Tls => parse_authority(rest)?,
+            Scheme::Tcp | Scheme::Tls | Scheme::Quic => parse_authority(rest)?,
         };
         Ok(Self { scheme, addr })
     }
@@ -222,7 +228,7 @@ impl fmt::Display for Url {
 pub enum UrlError {
     /// There is no `scheme://` prefix.
     MissingScheme,
-    /// The scheme is not one of `zap`, `zaps`, `zap+unix`.
+    /// The scheme is not one of `zap`, `zaps`, `zap+unix`, `zap+quic`.
     UnknownScheme(String),
     /// The host part is empty (`zap://:9000`).
     EmptyHost,
@@ -244,7 +250,8 @@ pub enum UrlError {
 
 impl fmt::Display for UrlError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        const SUPPORTED: &str = "supported: zap://host:port, zaps://host:port, zap+unix:///path";
+        const SUPPORTED: &str =
+            "supported: zap://host:port, zaps://host:port, zap+unix:///path, zap+quic://host:port";
         match self {
             Self::MissingScheme => write!(f, "missing `scheme://` in zap URL ({SUPPORTED})"),
             Self::UnknownScheme(s) => write!(f, "unknown URL scheme `{s}` ({SUPPORTED})"),
@@ -258,7 +265,9 @@ impl fmt::Display for UrlError {
             Self::RelativeUnixPath => {
                 f.write_str("zap+unix URL needs an absolute path: zap+unix:///abs/path")
             }
-            Self::UnexpectedPath => f.write_str("zap:// and zaps:// URLs take no path"),
+            Self::UnexpectedPath => {
+                f.write_str("zap://, zaps:// and zap+quic:// URLs take no path")
+            }
             Self::QueryOrFragment => f.write_str("zap URLs take no ?query or #fragment"),
             Self::UserInfo => f.write_str("zap URLs take no user@ information"),
         }

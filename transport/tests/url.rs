@@ -18,6 +18,14 @@ type ValidCase<'a> = (
 fn valid_urls() {
     let cases: &[ValidCase<'_>] = &[
         (
+            "ZAP+QUIC://[::1]:4433",
+            Scheme::Quic,
+            Some("::1"),
+            Some(4433),
+            None,
+            "zap+quic://[::1]:4433",
+        ),
+        (
             "zap://localhost:9000",
             Scheme::Tcp,
             Some("localhost"),
@@ -94,7 +102,11 @@ fn invalid_urls() {
         ("zap:/host:1", MissingScheme),
         ("http://host:80", UnknownScheme("http".into())),
         ("grpc://host:80", UnknownScheme("grpc".into())),
-        ("zap+quic://host:80", UnknownScheme("zap+quic".into())),
+        (
+            "zap+fastwire://host:80",
+            UnknownScheme("zap+fastwire".into()),
+        ),
+        ("zap+quic:///tmp/s", UnexpectedPath),
         ("zap://:9000", EmptyHost),
         ("zap://[]:9000", InvalidHost("".into())),
         ("zap://host", MissingPort),
