@@ -159,3 +159,43 @@ mod tests {
         assert_eq!(l.max_frame, 5);
     }
 }
+
+/// A listener's connection slots: at most
+/// [`Limits::max_connections`] taken at once, and a count of the
+/// connections refused because none was free.
+#[derive(Debug)]
+pub(crate) struct ConnSlots {
+    free: std::sync::Arc<tokio::sync::Semaphore>,
+    refused: std::sync::atomic::AtomicU64,
+}
+
+impl ConnSlots {
+    pub(crate) fn new(limits: &Limits) -> Self {
+        let n = limits
+            .max_connections
+            .min(tokio::sync::Semaphore::MAX_PERMITS);
+        Self {
+            free: std::sync::Arc::new(tokio::sync::Semaphore::new(n)),
+            refused: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// A free slot (held until the permit drops), or `None` after counting
+    /// a refusal.
+    pub(crate) fn take(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        let permit = std::sync::Arc::clone(&self.free).try_acquire_owned().ok();
+        if permit.is_none() {
+            self.refused
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        permit
+    }
+
+    pub(crate) fn available(&self) -> usize {
+        self.free.available_permits()
+    }
+
+    pub(crate) fn refused(&self) -> u64 {
+        self.refused.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}

@@ -5,16 +5,14 @@ use std::io;
 use std::net::SocketAddr;
 #[cfg(unix)]
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::OwnedSemaphorePermit;
 use tokio_rustls::TlsAcceptor;
 
 use crate::connect::ConnectError;
-use crate::limits::Limits;
+use crate::limits::{ConnSlots, Limits};
 use crate::stream::{Conn, PeerInfo, Stream};
 use crate::tls::ServerTls;
 use crate::url::{Scheme, Url};
@@ -37,8 +35,7 @@ pub struct Listener {
     local_url: Url,
     tls: Option<TlsAcceptor>,
     limits: Limits,
-    slots: Arc<Semaphore>,
-    refused: AtomicU64,
+    slots: ConnSlots,
 }
 
 enum Inner {
@@ -91,14 +88,12 @@ impl Listener {
             }
             Scheme::Unix => bind_unix(url, &limits).await?,
         };
-        let permits = limits.max_connections.min(Semaphore::MAX_PERMITS);
         Ok(Self {
             inner,
             local_url,
             tls,
-            slots: Arc::new(Semaphore::new(permits)),
+            slots: ConnSlots::new(&limits),
             limits,
-            refused: AtomicU64::new(0),
         })
     }
 
@@ -116,7 +111,7 @@ impl Listener {
     /// How many sockets were closed unserved because
     /// [`Limits::max_connections`] were already open.
     pub fn refused_connections(&self) -> u64 {
-        self.refused.load(Ordering::Relaxed)
+        self.slots.refused()
     }
 
     /// Waits for the next connection that fits within
@@ -164,8 +159,7 @@ impl Listener {
                     (Raw::Unix(stream), None)
                 }
             };
-            let Ok(permit) = Arc::clone(&self.slots).try_acquire_owned() else {
-                self.refused.fetch_add(1, Ordering::Relaxed);
+            let Some(permit) = self.slots.take() else {
                 drop(raw);
                 continue;
             };
@@ -203,7 +197,7 @@ impl fmt::Debug for Listener {
             .field("local_url", &self.local_url)
             .field("tls", &self.tls.is_some())
             .field("limits", &self.limits)
-            .field("available_slots", &self.slots.available_permits())
+            .field("available_slots", &self.slots.available())
             .field("refused", &self.refused_connections())
             .finish()
     }

@@ -28,7 +28,6 @@
 use std::fmt;
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -36,10 +35,10 @@ use bytes::Bytes;
 use quinn::crypto::rustls::{HandshakeData, QuicClientConfig, QuicServerConfig};
 use quinn::{Endpoint, IdleTimeout, TransportConfig};
 use rustls_pki_types::{CertificateDer, ServerName};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::OwnedSemaphorePermit;
 
 use crate::connect::ConnectError;
-use crate::limits::Limits;
+use crate::limits::{ConnSlots, Limits};
 use crate::stream::{ConnGuard, PeerInfo};
 use crate::tls::{ALPN, ClientTls, ServerTls};
 use crate::url::{Scheme, Url};
@@ -179,8 +178,7 @@ pub struct QuicListener {
     endpoint: Endpoint,
     local_url: Url,
     limits: Limits,
-    slots: Arc<Semaphore>,
-    refused: AtomicU64,
+    slots: ConnSlots,
 }
 
 impl fmt::Debug for QuicListener {
@@ -216,13 +214,11 @@ impl QuicListener {
         config.max_incoming(limits.max_connections.clamp(1, 1 << 16));
         let endpoint = Endpoint::server(config, addr)?;
         let local_url = Url::from_socket_addr(Scheme::Quic, endpoint.local_addr()?);
-        let permits = limits.max_connections.min(Semaphore::MAX_PERMITS);
         Ok(Self {
             endpoint,
             local_url,
-            slots: Arc::new(Semaphore::new(permits)),
+            slots: ConnSlots::new(&limits),
             limits,
-            refused: AtomicU64::new(0),
         })
     }
 
@@ -238,7 +234,7 @@ impl QuicListener {
 
     /// Connections refused because [`Limits::max_connections`] were open.
     pub fn refused_connections(&self) -> u64 {
-        self.refused.load(Ordering::Relaxed)
+        self.slots.refused()
     }
 
     /// The next connection attempt within the connection limit (attempts
@@ -247,8 +243,7 @@ impl QuicListener {
     pub async fn accept(&self) -> Option<QuicIncoming> {
         loop {
             let incoming = self.endpoint.accept().await?;
-            let Ok(permit) = Arc::clone(&self.slots).try_acquire_owned() else {
-                self.refused.fetch_add(1, Ordering::Relaxed);
+            let Some(permit) = self.slots.take() else {
                 incoming.refuse();
                 continue;
             };

@@ -45,6 +45,30 @@ impl TestPki {
         Self::try_generate().expect("rcgen failed to generate the test PKI")
     }
 
+    /// The server's [`ServerTls`](crate::ServerTls) (no client
+    /// certificates asked).
+    ///
+    /// # Panics
+    ///
+    /// If the generated PEM does not load, which it does.
+    pub fn server_tls(&self) -> crate::ServerTls {
+        crate::ServerTls::from_pem(
+            self.server_cert_pem.as_bytes(),
+            self.server_key_pem.as_bytes(),
+        )
+        .expect("the test PKI's server PEM loads")
+    }
+
+    /// A [`ClientTls`](crate::ClientTls) trusting the main CA.
+    ///
+    /// # Panics
+    ///
+    /// If the generated PEM does not load, which it does.
+    pub fn client_tls(&self) -> crate::ClientTls {
+        crate::ClientTls::with_roots_pem(self.ca_pem.as_bytes())
+            .expect("the test PKI's CA PEM loads")
+    }
+
     fn try_generate() -> Result<Self, rcgen::Error> {
         let ca = new_ca("zap test CA")?;
         let other_ca = new_ca("zap other test CA")?;

@@ -91,18 +91,6 @@ async fn assert_echo(stream: &mut Stream) {
     assert_eq!(roundtrip(stream, msg).await.unwrap(), msg);
 }
 
-fn server_tls(pki: &TestPki) -> ServerTls {
-    ServerTls::from_pem(
-        pki.server_cert_pem.as_bytes(),
-        pki.server_key_pem.as_bytes(),
-    )
-    .unwrap()
-}
-
-fn client_tls(pki: &TestPki) -> ClientTls {
-    ClientTls::with_roots_pem(pki.ca_pem.as_bytes()).unwrap()
-}
-
 fn der(pem: &str) -> CertificateDer<'static> {
     CertificateDer::from_pem_slice(pem.as_bytes()).unwrap()
 }
@@ -246,12 +234,12 @@ async fn unix_socket_file_removed_when_listener_dropped() {
 #[tokio::test]
 async fn tls_echo_with_alpn_and_peer_certificates() {
     let pki = TestPki::generate();
-    let (listener, local) = tls_listener(server_tls(&pki), Limits::default()).await;
+    let (listener, local) = tls_listener(pki.server_tls(), Limits::default()).await;
     assert_eq!(local.scheme(), zap_transport::Scheme::Tls);
     let mut server = serve_echo(listener);
 
     // 127.0.0.1 is in the server certificate's names.
-    let connector = Connector::new(Limits::default()).with_tls(client_tls(&pki));
+    let connector = Connector::new(Limits::default()).with_tls(pki.client_tls());
     let mut conn = connector.connect(&local).await.unwrap();
     assert!(matches!(conn.stream, Stream::TlsClient(_)));
     assert_eq!(conn.peer.alpn.as_deref(), Some(ALPN));
@@ -290,7 +278,7 @@ fn tcp_nodelay(stream: &Stream) -> bool {
 #[tokio::test]
 async fn untrusted_server_certificate_is_rejected() {
     let pki = TestPki::generate();
-    let (listener, local) = tls_listener(server_tls(&pki), Limits::default()).await;
+    let (listener, local) = tls_listener(pki.server_tls(), Limits::default()).await;
     let mut server = serve_echo(listener);
 
     let wrong_roots = ClientTls::with_roots_pem(pki.other_ca_pem.as_bytes()).unwrap();
@@ -314,10 +302,10 @@ async fn untrusted_server_certificate_is_rejected() {
 #[tokio::test]
 async fn wrong_hostname_is_rejected() {
     let pki = TestPki::generate();
-    let (listener, local) = tls_listener(server_tls(&pki), Limits::default()).await;
+    let (listener, local) = tls_listener(pki.server_tls(), Limits::default()).await;
     let _server = serve_echo(listener);
 
-    let tls = client_tls(&pki).with_server_name("not-localhost").unwrap();
+    let tls = pki.client_tls().with_server_name("not-localhost").unwrap();
     let err = Connector::new(Limits::default())
         .with_tls(tls)
         .connect(&local)
@@ -356,7 +344,7 @@ async fn assert_member_accepted(
     local: &Url,
     server: &mut mpsc::UnboundedReceiver<Result<PeerInfo, ConnectError>>,
 ) {
-    let member = client_tls(pki)
+    let member = pki.client_tls()
         .with_identity(
             pki.client_cert_pem.as_bytes(),
             pki.client_key_pem.as_bytes(),
@@ -385,7 +373,7 @@ async fn mtls_required() {
     let mut server = serve_echo(listener);
 
     // No client certificate: refused.
-    let anonymous = Connector::new(Limits::default()).with_tls(client_tls(&pki));
+    let anonymous = Connector::new(Limits::default()).with_tls(pki.client_tls());
     assert_refused_by_server(&anonymous, &local).await;
     let err = next_result(&mut server).await.unwrap_err();
     assert!(
@@ -397,7 +385,8 @@ async fn mtls_required() {
     );
 
     // A certificate from an unrelated CA: refused.
-    let stranger = client_tls(&pki)
+    let stranger = pki
+        .client_tls()
         .with_identity(
             pki.other_client_cert_pem.as_bytes(),
             pki.other_client_key_pem.as_bytes(),
@@ -421,7 +410,7 @@ async fn mtls_optional() {
     let (listener, local) = tls_listener(mtls_server(&pki, false), Limits::default()).await;
     let mut server = serve_echo(listener);
 
-    let anonymous = Connector::new(Limits::default()).with_tls(client_tls(&pki));
+    let anonymous = Connector::new(Limits::default()).with_tls(pki.client_tls());
     let mut conn = anonymous.connect(&local).await.unwrap();
     assert_echo(&mut conn.stream).await;
     let seen = next_result(&mut server).await.unwrap();
@@ -430,7 +419,8 @@ async fn mtls_optional() {
     assert_member_accepted(&pki, &local, &mut server).await;
 
     // Presenting a certificate is optional; presenting a bad one is not.
-    let stranger = client_tls(&pki)
+    let stranger = pki
+        .client_tls()
         .with_identity(
             pki.other_client_cert_pem.as_bytes(),
             pki.other_client_key_pem.as_bytes(),
@@ -448,14 +438,14 @@ async fn mtls_optional() {
 async fn silent_client_times_out_without_blocking_others() {
     let pki = TestPki::generate();
     let limits = Limits::default().with_handshake_timeout(Duration::from_millis(500));
-    let (listener, local) = tls_listener(server_tls(&pki), limits).await;
+    let (listener, local) = tls_listener(pki.server_tls(), limits).await;
     let mut server = serve_echo(listener);
 
     // Connects, then says nothing.
     let addr = format!("127.0.0.1:{}", local.port().unwrap());
     let silent = tokio::net::TcpStream::connect(&addr).await.unwrap();
 
-    let connector = Connector::new(Limits::default()).with_tls(client_tls(&pki));
+    let connector = Connector::new(Limits::default()).with_tls(pki.client_tls());
     let mut conn = connector.connect(&local).await.unwrap();
     assert_echo(&mut conn.stream).await;
 
@@ -487,7 +477,7 @@ async fn client_handshake_timeout() {
     let err = timeout(
         PATIENCE,
         Connector::new(limits)
-            .with_tls(client_tls(&pki))
+            .with_tls(pki.client_tls())
             .connect(&url(&format!("zaps://127.0.0.1:{port}"))),
     )
     .await
@@ -572,7 +562,7 @@ async fn zaps_without_tls_config_is_a_clear_error() {
     let pki = TestPki::generate();
     let err = Listener::bind(
         &url("zap://127.0.0.1:0"),
-        Some(server_tls(&pki)),
+        Some(pki.server_tls()),
         Limits::default(),
     )
     .await
@@ -604,7 +594,7 @@ async fn alpn_zap1_is_required_by_both_sides() {
         let _ = acceptor.accept(tcp).await;
     });
     let err = Connector::new(Limits::default())
-        .with_tls(client_tls(&pki))
+        .with_tls(pki.client_tls())
         .connect(&url(&format!("zaps://127.0.0.1:{port}")))
         .await
         .unwrap_err();
@@ -612,7 +602,7 @@ async fn alpn_zap1_is_required_by_both_sides() {
     srv.abort();
 
     // A TLS client that offers no ALPN: the listener refuses it.
-    let (listener, local) = tls_listener(server_tls(&pki), Limits::default()).await;
+    let (listener, local) = tls_listener(pki.server_tls(), Limits::default()).await;
     let mut server = serve_echo(listener);
     let mut roots = rustls::RootCertStore::empty();
     roots.add(der(&pki.ca_pem)).unwrap();

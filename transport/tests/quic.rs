@@ -27,18 +27,6 @@ fn url(s: &str) -> Url {
     Url::parse(s).unwrap()
 }
 
-fn server_tls(pki: &TestPki) -> ServerTls {
-    ServerTls::from_pem(
-        pki.server_cert_pem.as_bytes(),
-        pki.server_key_pem.as_bytes(),
-    )
-    .unwrap()
-}
-
-fn client_tls(pki: &TestPki) -> ClientTls {
-    ClientTls::with_roots_pem(pki.ca_pem.as_bytes()).unwrap()
-}
-
 async fn bind(tls: ServerTls, limits: Limits) -> Arc<QuicListener> {
     Arc::new(
         QuicListener::bind(&url("zap+quic://127.0.0.1:0"), tls, limits)
@@ -101,13 +89,13 @@ async fn echo_once(conn: &quinn::Connection, body: &[u8]) -> Vec<u8> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn streams_echo_and_the_peer_is_verified() {
     let pki = TestPki::generate();
-    let listener = bind(server_tls(&pki), Limits::default()).await;
+    let listener = bind(pki.server_tls(), Limits::default()).await;
     let addr = listener.local_url();
     assert_eq!(addr.scheme(), zap_transport::Scheme::Quic);
     assert!(addr.to_string().starts_with("zap+quic://127.0.0.1:"));
     let mut seen = serve_echo(listener);
 
-    let connector = QuicConnector::new(Limits::default(), client_tls(&pki)).unwrap();
+    let connector = QuicConnector::new(Limits::default(), pki.client_tls()).unwrap();
     let conn = timeout(PATIENCE, connector.connect(&addr))
         .await
         .unwrap()
@@ -139,7 +127,7 @@ async fn futures_join_all<F: std::future::Future>(fs: Vec<F>) -> Vec<F::Output> 
 #[tokio::test]
 async fn untrusted_server_and_wrong_hostname_are_rejected() {
     let pki = TestPki::generate();
-    let listener = bind(server_tls(&pki), Limits::default()).await;
+    let listener = bind(pki.server_tls(), Limits::default()).await;
     let addr = listener.local_url();
     let _seen = serve_echo(listener);
 
@@ -153,7 +141,7 @@ async fn untrusted_server_and_wrong_hostname_are_rejected() {
     assert!(matches!(err, ConnectError::Tls(_)), "{err:?}");
 
     // Right CA, name not in the certificate.
-    let wrong = client_tls(&pki).with_server_name("other.example").unwrap();
+    let wrong = pki.client_tls().with_server_name("other.example").unwrap();
     let err = QuicConnector::new(Limits::default(), wrong)
         .unwrap()
         .connect(&addr)
@@ -179,7 +167,7 @@ async fn required_mtls_refuses_anonymous_clients_and_sees_the_identity() {
 
     // No certificate: the server refuses. In TLS 1.3 the client may finish
     // its side first; the refusal then arrives on first use.
-    let anonymous = QuicConnector::new(Limits::default(), client_tls(&pki)).unwrap();
+    let anonymous = QuicConnector::new(Limits::default(), pki.client_tls()).unwrap();
     match anonymous.connect(&addr).await {
         Err(e) => assert!(matches!(e, ConnectError::Tls(_)), "{e:?}"),
         Ok(conn) => {
@@ -198,7 +186,8 @@ async fn required_mtls_refuses_anonymous_clients_and_sees_the_identity() {
     assert!(seen.recv().await.unwrap().is_err());
 
     // A certificate from another CA is refused too.
-    let other = client_tls(&pki)
+    let other = pki
+        .client_tls()
         .with_identity(
             pki.other_client_cert_pem.as_bytes(),
             pki.other_client_key_pem.as_bytes(),
@@ -211,7 +200,8 @@ async fn required_mtls_refuses_anonymous_clients_and_sees_the_identity() {
     assert!(seen.recv().await.unwrap().is_err());
 
     // Signed by the CA: accepted, and the server sees who it is.
-    let good = client_tls(&pki)
+    let good = pki
+        .client_tls()
         .with_identity(
             pki.client_cert_pem.as_bytes(),
             pki.client_key_pem.as_bytes(),
@@ -231,13 +221,13 @@ async fn required_mtls_refuses_anonymous_clients_and_sees_the_identity() {
 #[tokio::test]
 async fn pinning_accepts_the_pinned_certificate_only() {
     let pki = TestPki::generate();
-    let listener = bind(server_tls(&pki), Limits::default()).await;
+    let listener = bind(pki.server_tls(), Limits::default()).await;
     let addr = listener.local_url();
     let _seen = serve_echo(listener);
     let server_cert = CertificateDer::from_pem_slice(pki.server_cert_pem.as_bytes()).unwrap();
     let pin = certificate_sha256(&server_cert);
 
-    let pinned = client_tls(&pki).with_pinned_sha256([[0; 32], pin]);
+    let pinned = pki.client_tls().with_pinned_sha256([[0; 32], pin]);
     let conn = QuicConnector::new(Limits::default(), pinned)
         .unwrap()
         .connect(&addr)
@@ -247,7 +237,7 @@ async fn pinning_accepts_the_pinned_certificate_only() {
 
     let mut other = pin;
     other[0] ^= 1;
-    let wrong = client_tls(&pki).with_pinned_sha256([other]);
+    let wrong = pki.client_tls().with_pinned_sha256([other]);
     let err = QuicConnector::new(Limits::default(), wrong)
         .unwrap()
         .connect(&addr)
@@ -261,7 +251,7 @@ async fn pinning_applies_to_tls_over_tcp_too() {
     let pki = TestPki::generate();
     let listener = Listener::bind(
         &url("zaps://127.0.0.1:0"),
-        Some(server_tls(&pki)),
+        Some(pki.server_tls()),
         Limits::default(),
     )
     .await
@@ -279,14 +269,17 @@ async fn pinning_applies_to_tls_over_tcp_too() {
     let mut other = [7; 32];
     other[0] = 1;
     let err = Connector::new(Limits::default())
-        .with_tls(client_tls(&pki).with_pinned_sha256([other]))
+        .with_tls(pki.client_tls().with_pinned_sha256([other]))
         .connect(&addr)
         .await
         .unwrap_err();
     assert!(matches!(err, ConnectError::PinMismatch), "{err:?}");
     let server_cert = CertificateDer::from_pem_slice(pki.server_cert_pem.as_bytes()).unwrap();
     Connector::new(Limits::default())
-        .with_tls(client_tls(&pki).with_pinned_sha256([certificate_sha256(&server_cert)]))
+        .with_tls(
+            pki.client_tls()
+                .with_pinned_sha256([certificate_sha256(&server_cert)]),
+        )
         .connect(&addr)
         .await
         .unwrap();
@@ -295,10 +288,10 @@ async fn pinning_applies_to_tls_over_tcp_too() {
 #[tokio::test]
 async fn connections_beyond_the_limit_are_refused_not_queued() {
     let pki = TestPki::generate();
-    let listener = bind(server_tls(&pki), Limits::default().with_max_connections(1)).await;
+    let listener = bind(pki.server_tls(), Limits::default().with_max_connections(1)).await;
     let addr = listener.local_url();
     let _seen = serve_echo(Arc::clone(&listener));
-    let connector = QuicConnector::new(Limits::default(), client_tls(&pki)).unwrap();
+    let connector = QuicConnector::new(Limits::default(), pki.client_tls()).unwrap();
     let first = connector.connect(&addr).await.unwrap();
     assert_eq!(echo_once(&first.connection, b"1").await, b"1");
 
@@ -331,12 +324,12 @@ async fn a_silent_peer_is_dropped_after_the_idle_timeout() {
     let limits = Limits::default()
         .with_keepalive_interval(None)
         .with_idle_timeout(Some(Duration::from_millis(300)));
-    let listener = bind(server_tls(&pki), limits.clone()).await;
+    let listener = bind(pki.server_tls(), limits.clone()).await;
     let addr = listener.local_url();
     let _seen = serve_echo(listener);
     // The client keeps no keepalive either: after 300 ms of silence the
     // connection is gone on both sides.
-    let conn = QuicConnector::new(limits, client_tls(&pki))
+    let conn = QuicConnector::new(limits, pki.client_tls())
         .unwrap()
         .connect(&addr)
         .await
@@ -351,10 +344,10 @@ async fn a_silent_peer_is_dropped_after_the_idle_timeout() {
 #[tokio::test]
 async fn datagrams_round_trip_and_oversize_is_a_clear_error() {
     let pki = TestPki::generate();
-    let listener = bind(server_tls(&pki), Limits::default()).await;
+    let listener = bind(pki.server_tls(), Limits::default()).await;
     let addr = listener.local_url();
     let _seen = serve_echo(listener);
-    let conn = QuicConnector::new(Limits::default(), client_tls(&pki))
+    let conn = QuicConnector::new(Limits::default(), pki.client_tls())
         .unwrap()
         .connect(&addr)
         .await
@@ -409,13 +402,13 @@ async fn wrong_shapes_are_clear_errors() {
     assert!(err.to_string().contains("QuicListener"), "{err}");
     let err = QuicListener::bind(
         &url("zaps://127.0.0.1:0"),
-        server_tls(&pki),
+        pki.server_tls(),
         Limits::default(),
     )
     .await
     .unwrap_err();
     assert!(err.to_string().contains("zap+quic"), "{err}");
-    let err = QuicConnector::new(Limits::default(), client_tls(&pki))
+    let err = QuicConnector::new(Limits::default(), pki.client_tls())
         .unwrap()
         .connect(&url("zap://127.0.0.1:1"))
         .await
