@@ -344,7 +344,8 @@ async fn assert_member_accepted(
     local: &Url,
     server: &mut mpsc::UnboundedReceiver<Result<PeerInfo, ConnectError>>,
 ) {
-    let member = pki.client_tls()
+    let member = pki
+        .client_tls()
         .with_identity(
             pki.client_cert_pem.as_bytes(),
             pki.client_key_pem.as_bytes(),
