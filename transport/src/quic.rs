@@ -2,7 +2,7 @@
 //!
 //! Unlike the byte-stream transports, a QUIC connection multiplexes by
 //! itself: the RPC layer opens one bidirectional stream per call
-//! ([`QuicConn::open_bi`] / [`QuicConn::accept_bi`]) and can send
+//! (on [`QuicConn::connection`]) and can send
 //! unreliable messages as DATAGRAM frames ([`QuicConn::send_datagram`]).
 //!
 //! TLS is the same as for `zaps://` ([`ServerTls`], [`ClientTls`]): TLS 1.3
@@ -44,16 +44,26 @@ use crate::tls::{ALPN, ClientTls, ServerTls};
 use crate::url::{Scheme, Url};
 
 pub use quinn::{
-    Connection as QuicConnection, ConnectionError as QuicConnectionError, RecvStream,
-    SendDatagramError, SendStream, VarInt,
+    Connection as QuicConnection, ConnectionError as QuicConnectionError, ReadError, RecvStream,
+    SendDatagramError, SendStream, StoppedError, VarInt, WriteError,
 };
+
+/// Per-stream receive window: as a ZAP-RPC stream window over TCP.
+const STREAM_WINDOW: u32 = 1 << 20;
+/// Per-connection receive window: as a ZAP-RPC connection window.
+const CONNECTION_WINDOW: u32 = 16 << 20;
 
 /// QUIC transport parameters from [`Limits`] (see the module docs).
 fn transport_config(limits: &Limits) -> TransportConfig {
     let mut t = TransportConfig::default();
     t.max_concurrent_bidi_streams(VarInt::from_u32(limits.max_concurrent_streams));
-    // Calls use bidirectional streams only.
-    t.max_concurrent_uni_streams(VarInt::from_u32(0));
+    // Calls use bidirectional streams; each side opens one unidirectional
+    // control stream (docs/PROTOCOL.md §11).
+    t.max_concurrent_uni_streams(VarInt::from_u32(1));
+    // The ZAP-RPC windows (§7): what one call, and all calls together, may
+    // have in flight unread.
+    t.stream_receive_window(VarInt::from_u32(STREAM_WINDOW));
+    t.receive_window(VarInt::from_u32(CONNECTION_WINDOW));
     let idle = match limits.keepalive_interval {
         Some(every) => Some(every + limits.keepalive_timeout),
         None => limits.idle_timeout,

@@ -125,9 +125,9 @@ pub use status::{Code, Status};
 
 #[cfg(feature = "runtime")]
 pub use rt::{
-    BoxError, BoxStream, CallResponse, CallSender, Channel, ChannelBuilder, DuplicateRoute,
-    IntoRequest, Method, NamedService, RawCall, Request, Response, Router, ServeError, Server,
-    ServerCall, Streaming,
+    AnyListener, BoxError, BoxStream, CallResponse, CallSender, Channel, ChannelBuilder,
+    DuplicateRoute, IntoRequest, Method, NamedService, RawCall, Request, Response, Router,
+    ServeError, Server, ServerCall, Streaming,
 };
 pub use zap_derive::{Message, service};
 /// Transport: URLs, TLS configuration, listeners and limits.

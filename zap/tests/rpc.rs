@@ -1,6 +1,6 @@
 //! The runtime over real loopback sockets. Every behaviour test is written
-//! once and run for each transport (`tcp`, `tls`, `unix`) by
-//! `for_each_transport!`, so later backends reuse the suite.
+//! once and run for each transport (`tcp`, `tls`, `unix`, and `quic` with
+//! the `quic` feature) by `for_each_transport!`.
 #![allow(clippy::unwrap_used)]
 
 use std::sync::Arc;
@@ -13,13 +13,38 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::oneshot;
 use zap::transport::test_certs::TestPki;
 use zap::transport::{ClientTls, Connector, Limits, Listener, ServerTls, Url};
-use zap::{Channel, Code, Request, Response, Router, Server, Status, Streaming};
+use zap::{AnyListener, Channel, Code, Request, Response, Router, Server, Status, Streaming};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Transport {
     Tcp,
     Tls,
     Unix,
+    #[cfg(feature = "quic")]
+    Quic,
+}
+
+impl Transport {
+    /// Whether the client needs TLS roots.
+    fn tls(self) -> bool {
+        match self {
+            Transport::Tcp | Transport::Unix => false,
+            Transport::Tls => true,
+            #[cfg(feature = "quic")]
+            Transport::Quic => true,
+        }
+    }
+
+    /// The URL naming the server by its certificate's DNS name.
+    fn client_url(self, local: &Url) -> Url {
+        let port = local.port().unwrap_or(0);
+        match self {
+            Transport::Tls => Url::parse(&format!("zaps://localhost:{port}")).unwrap(),
+            #[cfg(feature = "quic")]
+            Transport::Quic => Url::parse(&format!("zap+quic://localhost:{port}")).unwrap(),
+            Transport::Tcp | Transport::Unix => local.clone(),
+        }
+    }
 }
 
 /// A running server and what a client needs to reach it.
@@ -45,45 +70,54 @@ fn unique_socket() -> std::path::PathBuf {
     ))
 }
 
-async fn listener(t: Transport, limits: Limits, client_ca: bool) -> Listener {
+async fn listener(t: Transport, limits: Limits, client_ca: bool) -> AnyListener {
     let pki = pki();
+    let server_tls = || {
+        if client_ca {
+            ServerTls::with_client_auth(
+                pki.server_cert_pem.as_bytes(),
+                pki.server_key_pem.as_bytes(),
+                pki.ca_pem.as_bytes(),
+                true,
+            )
+        } else {
+            ServerTls::from_pem(
+                pki.server_cert_pem.as_bytes(),
+                pki.server_key_pem.as_bytes(),
+            )
+        }
+        .unwrap()
+    };
     match t {
         Transport::Tcp => {
             let url = Url::parse("zap://127.0.0.1:0").unwrap();
-            Listener::bind(&url, None, limits).await.unwrap()
+            Listener::bind(&url, None, limits).await.unwrap().into()
         }
         Transport::Unix => {
             let url = Url::parse(&format!("zap+unix://{}", unique_socket().display())).unwrap();
-            Listener::bind(&url, None, limits).await.unwrap()
+            Listener::bind(&url, None, limits).await.unwrap().into()
         }
         Transport::Tls => {
             let url = Url::parse("zaps://127.0.0.1:0").unwrap();
-            let tls = if client_ca {
-                ServerTls::with_client_auth(
-                    pki.server_cert_pem.as_bytes(),
-                    pki.server_key_pem.as_bytes(),
-                    pki.ca_pem.as_bytes(),
-                    true,
-                )
-            } else {
-                ServerTls::from_pem(
-                    pki.server_cert_pem.as_bytes(),
-                    pki.server_key_pem.as_bytes(),
-                )
-            }
-            .unwrap();
-            Listener::bind(&url, Some(tls), limits).await.unwrap()
+            Listener::bind(&url, Some(server_tls()), limits)
+                .await
+                .unwrap()
+                .into()
+        }
+        #[cfg(feature = "quic")]
+        Transport::Quic => {
+            let url = Url::parse("zap+quic://127.0.0.1:0").unwrap();
+            zap::transport::quic::QuicListener::bind(&url, server_tls(), limits)
+                .await
+                .unwrap()
+                .into()
         }
     }
 }
 
 async fn start_with(t: Transport, router: Router, server: Server, limits: Limits) -> Env {
     let l = listener(t, limits, false).await;
-    let mut url = l.local_url();
-    if t == Transport::Tls {
-        // Name the server by its certificate's DNS name.
-        url = Url::parse(&format!("zaps://localhost:{}", url.port().unwrap())).unwrap();
-    }
+    let url = t.client_url(&l.local_url());
     let (tx, rx) = oneshot::channel::<()>();
     let served = tokio::spawn(async move {
         server
@@ -113,19 +147,37 @@ impl Env {
 
     fn channel(&self) -> Channel {
         let mut b = Channel::builder(self.url.clone());
-        if self.transport == Transport::Tls {
+        if self.transport.tls() {
             b = b.tls(self.client_tls());
         }
         b.connect_lazy()
     }
 
-    /// A raw transport stream to the server (TLS done), for hostile bytes.
-    async fn raw(&self) -> zap::transport::Stream {
+    /// A raw connection to the server (TLS done), for hostile bytes. Over
+    /// QUIC, `settings` sends the client's SETTINGS first, so what follows
+    /// reaches a call stream.
+    async fn raw(&self, settings: bool) -> Raw {
+        #[cfg(feature = "quic")]
+        if self.transport == Transport::Quic {
+            let c = zap::transport::quic::QuicConnector::new(Limits::default(), self.client_tls())
+                .unwrap();
+            let conn = c.connect(&self.url).await.unwrap();
+            if settings {
+                let mut control = conn.connection.open_uni().await.unwrap();
+                control
+                    .write_all(&[0, 0, 0, 0, 0, 0, 0, 0, 0, 0])
+                    .await
+                    .unwrap();
+                return Raw::Quic(conn, Some(control));
+            }
+            return Raw::Quic(conn, None);
+        }
+        let _ = settings;
         let mut c = Connector::new(Limits::default());
         if self.transport == Transport::Tls {
             c = c.with_tls(self.client_tls());
         }
-        c.connect(&self.url).await.unwrap().stream
+        Raw::Stream(c.connect(&self.url).await.unwrap().stream)
     }
 
     async fn stop(mut self) {
@@ -141,6 +193,69 @@ impl Env {
     }
 }
 
+/// A raw client connection for hostile-input tests.
+enum Raw {
+    Stream(zap::transport::Stream),
+    /// The connection and its control stream (kept open).
+    #[cfg(feature = "quic")]
+    Quic(
+        zap::transport::quic::QuicConn,
+        #[allow(dead_code)] Option<zap::transport::quic::SendStream>,
+    ),
+}
+
+impl Raw {
+    /// Sends `bytes` (on a new call stream over QUIC), then ends the
+    /// sending side if `end`.
+    async fn send(&mut self, bytes: &[u8], end: bool) {
+        match self {
+            Raw::Stream(s) => {
+                s.write_all(bytes).await.unwrap();
+                if end {
+                    s.shutdown().await.unwrap();
+                }
+            }
+            #[cfg(feature = "quic")]
+            Raw::Quic(conn, _) => {
+                let (mut send, recv) = conn.connection.open_bi().await.unwrap();
+                send.write_all(bytes).await.unwrap();
+                if end {
+                    send.finish().unwrap();
+                }
+                // Keep both halves: dropping them would end the call.
+                std::mem::forget((send, recv));
+            }
+        }
+    }
+
+    /// Whether the server closed the connection within 5 s.
+    async fn closed_by_server(&mut self) -> bool {
+        match self {
+            Raw::Stream(s) => closed_by_server(s).await,
+            #[cfg(feature = "quic")]
+            Raw::Quic(conn, _) => {
+                tokio::time::timeout(Duration::from_secs(5), conn.connection.closed())
+                    .await
+                    .is_ok()
+            }
+        }
+    }
+}
+
+#[cfg(feature = "quic")]
+macro_rules! quic_case {
+    ($name:ident) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn quic() {
+            super::$name(Transport::Quic).await
+        }
+    };
+}
+#[cfg(not(feature = "quic"))]
+macro_rules! quic_case {
+    ($name:ident) => {};
+}
+
 macro_rules! for_each_transport {
     ($($name:ident),* $(,)?) => {$(
         mod $name {
@@ -151,6 +266,7 @@ macro_rules! for_each_transport {
             async fn tls() { super::$name(Transport::Tls).await }
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn unix() { super::$name(Transport::Unix).await }
+            quic_case!($name);
         }
     )*};
 }
@@ -325,7 +441,15 @@ async fn bidi_flow_control_bounds_buffering(t: Transport) {
     assert_eq!(received, N);
     // Both directions' windows (1 MiB each) plus one message each: the
     // sender can be ahead by about 2 MiB / 1056 B ≈ 1986 messages, not 10k.
-    let bound = 2 * ((1 << 20) / (SIZE + 32) + 2) + 16;
+    // (A message is charged 32 bytes beyond its length on a byte stream,
+    // §7; over QUIC the window counts its 10-byte frame header, and each
+    // reader may hold one 16 KiB read ahead.)
+    let (charge, slack) = match t {
+        #[cfg(feature = "quic")]
+        Transport::Quic => (SIZE + 10, 2 * (16 << 10) / (SIZE + 10)),
+        _ => (SIZE + 32, 0),
+    };
+    let bound = 2 * ((1 << 20) / charge + 2) + 16 + slack;
     assert!(
         max_ahead <= bound,
         "sender ran {max_ahead} messages ahead (bound {bound}): flow control failed"
@@ -591,13 +715,10 @@ async fn hostile_bytes_close_only_that_connection(t: Transport) {
         ("truncated frame", truncated),
     ];
     for (name, bytes) in cases {
-        let mut raw = env.raw().await;
-        raw.write_all(&bytes).await.unwrap();
-        if name == "truncated frame" {
-            raw.shutdown().await.unwrap();
-        }
+        let mut raw = env.raw(true).await;
+        raw.send(&bytes, name == "truncated frame").await;
         assert!(
-            closed_by_server(&mut raw).await,
+            raw.closed_by_server().await,
             "{name}: connection not closed"
         );
         // Others are still served.
@@ -693,8 +814,8 @@ async fn silent_client_is_closed(t: Transport) {
     )
     .await;
     // Connects (TLS done) and says nothing: closed after the handshake timeout.
-    let mut raw = env.raw().await;
-    assert!(closed_by_server(&mut raw).await, "silent client kept open");
+    let mut raw = env.raw(false).await;
+    assert!(raw.closed_by_server().await, "silent client kept open");
     env.stop().await;
 }
 
@@ -788,10 +909,7 @@ async fn tower_layers_on_both_sides(t: Transport) {
         }))
         .service(router);
     let l = listener(t, Limits::default(), false).await;
-    let mut url = l.local_url();
-    if t == Transport::Tls {
-        url = Url::parse(&format!("zaps://localhost:{}", url.port().unwrap())).unwrap();
-    }
+    let url = t.client_url(&l.local_url());
     let (tx, rx) = oneshot::channel::<()>();
     let served = tokio::spawn(Server::builder().serve_service(l, service, async {
         let _ = rx.await;
@@ -875,7 +993,17 @@ async fn tls_rejects_untrusted_and_wrong_hostname() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn mtls_required_and_peer_identity() {
+async fn mtls_required_and_peer_identity_tls() {
+    mtls_required_and_peer_identity(Transport::Tls).await;
+}
+
+#[cfg(feature = "quic")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mtls_required_and_peer_identity_quic() {
+    mtls_required_and_peer_identity(Transport::Quic).await;
+}
+
+async fn mtls_required_and_peer_identity(t: Transport) {
     let router = Router::new().unary("/test.Who/Am", |req: Request<Bytes>| async move {
         let cert = req
             .peer()
@@ -885,8 +1013,8 @@ async fn mtls_required_and_peer_identity() {
         Ok(Response::new(cert))
     });
     let pki = pki();
-    let l = listener(Transport::Tls, Limits::default(), true).await;
-    let port = l.local_url().port().unwrap();
+    let l = listener(t, Limits::default(), true).await;
+    let url = t.client_url(&l.local_url());
     let (tx, rx) = oneshot::channel::<()>();
     let served = tokio::spawn(async move {
         Server::builder()
@@ -896,7 +1024,6 @@ async fn mtls_required_and_peer_identity() {
             .await
             .unwrap()
     });
-    let url = Url::parse(&format!("zaps://localhost:{port}")).unwrap();
     let anonymous = Channel::builder(url.clone())
         .tls(ClientTls::with_roots_pem(pki.ca_pem.as_bytes()).unwrap())
         .connect_lazy();

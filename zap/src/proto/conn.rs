@@ -11,7 +11,7 @@ use bytes::{Buf, Bytes, BytesMut};
 
 use super::frame::{
     CloseHead, FRAME_HEADER_LEN, Frame, Header, Malformed, OpenHead, Out, PREFACE, Settings,
-    metadata_len, setting,
+    metadata_len,
 };
 use crate::ids::IdMap;
 use crate::metadata::Metadata;
@@ -27,7 +27,7 @@ pub enum Side {
 }
 
 /// Longest method path accepted for sending.
-const MAX_METHOD: usize = 1024;
+pub(crate) const MAX_METHOD: usize = 1024;
 
 /// Flow-control cost of a message beyond its length, so that empty
 /// messages are not free (PROTOCOL.md §7).
@@ -544,18 +544,7 @@ impl Connection {
         }
         self.peer_settings_seen = true;
         let old = self.peer;
-        for &(id, v) in pairs {
-            // Unknown settings are ignored (§4.1).
-            match id {
-                setting::MAX_FRAME => self.peer.max_frame = v,
-                setting::MAX_CONCURRENT_STREAMS => self.peer.max_concurrent_streams = v,
-                setting::STREAM_WINDOW => self.peer.stream_window = v.min(i32::MAX as u32),
-                setting::CONNECTION_WINDOW => self.peer.connection_window = v.min(i32::MAX as u32),
-                setting::MAX_METADATA => self.peer.max_metadata = v,
-                setting::MAX_MESSAGE => self.peer.max_message = v,
-                _ => {}
-            }
-        }
+        self.peer.apply(pairs);
         // Windows used before the SETTINGS arrived move by the difference.
         let ds = self.peer.stream_window as i64 - old.stream_window as i64;
         for s in self.streams.values_mut() {

@@ -107,6 +107,24 @@ impl Default for Settings {
     }
 }
 
+impl Settings {
+    /// Takes the values of a `SETTINGS` frame; unknown ids are ignored
+    /// (§4.1).
+    pub(crate) fn apply(&mut self, pairs: &[(u16, u32)]) {
+        for &(id, v) in pairs {
+            match id {
+                setting::MAX_FRAME => self.max_frame = v,
+                setting::MAX_CONCURRENT_STREAMS => self.max_concurrent_streams = v,
+                setting::STREAM_WINDOW => self.stream_window = v.min(i32::MAX as u32),
+                setting::CONNECTION_WINDOW => self.connection_window = v.min(i32::MAX as u32),
+                setting::MAX_METADATA => self.max_metadata = v,
+                setting::MAX_MESSAGE => self.max_message = v,
+                _ => {}
+            }
+        }
+    }
+}
+
 /// The head of an OPEN frame.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct OpenHead {
@@ -182,6 +200,17 @@ pub(crate) enum Frame {
 /// connection. The message goes into GOAWAY's debug data.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Malformed(pub(crate) &'static str);
+
+/// What carries the frames being parsed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Framing {
+    /// A byte stream carrying the whole connection (§3).
+    Connection,
+    /// A QUIC stream carrying one call (§11).
+    QuicCall,
+    /// A QUIC unidirectional control stream (§11).
+    QuicControl,
+}
 
 /// The fixed frame header, parsed.
 #[derive(Clone, Copy, Debug)]
@@ -274,9 +303,42 @@ impl Frame {
     /// Parses a frame whose header was already checked against the size
     /// limit. `local` are this side's settings (limits on what it accepts).
     pub(crate) fn parse(h: Header, payload: Bytes, local: &Settings) -> Result<Frame, Malformed> {
+        Frame::parse_in(Framing::Connection, h, payload, local)
+    }
+
+    /// Parses a frame read from the given kind of stream (PROTOCOL.md §3,
+    /// §11): on a QUIC call stream only call frames are allowed and their
+    /// stream field is 0; on a QUIC control stream only `SETTINGS` and
+    /// `GOAWAY`.
+    pub(crate) fn parse_in(
+        framing: Framing,
+        h: Header,
+        payload: Bytes,
+        local: &Settings,
+    ) -> Result<Frame, Malformed> {
         let kind = Kind::from_u8(h.kind).ok_or(Malformed("unknown frame type"))?;
+        let call_frame = matches!(
+            kind,
+            Kind::Open | Kind::Message | Kind::Headers | Kind::Close | Kind::End
+        );
+        match framing {
+            Framing::Connection => {}
+            Framing::QuicCall if !call_frame => {
+                return Err(Malformed("frame type not allowed on a QUIC call stream"));
+            }
+            Framing::QuicControl if !matches!(kind, Kind::Settings | Kind::GoAway) => {
+                return Err(Malformed("frame type not allowed on a QUIC control stream"));
+            }
+            Framing::QuicCall | Framing::QuicControl => {
+                if h.stream != 0 {
+                    return Err(Malformed("stream field must be 0 over QUIC"));
+                }
+            }
+        }
+        // Over QUIC the stream is the call: the field is 0 and was checked.
+        let quic_call = framing == Framing::QuicCall;
         let on_stream = |ok: bool| {
-            if ok {
+            if ok || quic_call {
                 Ok(())
             } else {
                 Err(Malformed("stream id not allowed for this frame type"))

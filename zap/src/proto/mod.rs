@@ -14,7 +14,11 @@ mod frame;
 #[cfg(test)]
 mod tests;
 
+#[cfg(feature = "quic")]
+pub(crate) use conn::MAX_METHOD;
 pub use conn::{
     Config, ConnError, Connection, Event, MESSAGE_OVERHEAD, Reason, SendError, Side, close_head,
 };
 pub use frame::{CloseHead, FRAME_HEADER_LEN, OpenHead, PREFACE, Settings};
+#[cfg(feature = "quic")]
+pub(crate) use frame::{Frame, Framing, Header, Malformed, Out, metadata_len};

@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use zap_transport::PeerInfo;
 
-use super::conn::{Item, Shared};
+use super::conn::Item;
+use super::link::Link;
 use crate::message::{Message, Owned};
 use crate::metadata::Metadata;
 use crate::payload::Payload;
@@ -335,7 +336,7 @@ impl<T: Payload> futures_core::Stream for Streaming<T> {
 impl<T> fmt::Debug for Streaming<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Streaming")
-            .field("id", &self.inbox.id)
+            .field("id", &self.inbox.link.id())
             .field("done", &self.inbox.done)
             .finish()
     }
@@ -343,8 +344,7 @@ impl<T> fmt::Debug for Streaming<T> {
 
 /// The receiving half of a call, untyped: what [`Streaming`] wraps.
 pub(crate) struct Inbox {
-    pub(crate) shared: Arc<Shared>,
-    pub(crate) id: u32,
+    pub(crate) link: Link,
     pub(crate) client: bool,
     /// An item read ahead (client: the first message, while waiting for
     /// the headers).
@@ -354,10 +354,9 @@ pub(crate) struct Inbox {
 }
 
 impl Inbox {
-    pub(crate) fn new(shared: Arc<Shared>, id: u32, client: bool) -> Self {
+    pub(crate) fn new(link: Link, client: bool) -> Self {
         Inbox {
-            shared,
-            id,
+            link,
             client,
             pending: None,
             trailers: None,
@@ -370,69 +369,53 @@ impl Inbox {
         &mut self,
         cx: &mut Context<'_>,
     ) -> Poll<Result<Option<Bytes>, Status>> {
-        if self.done {
-            return Poll::Ready(Ok(None));
-        }
-        let item = match self.pending.take() {
-            Some(i) => Some(i),
-            None => {
-                let mut inner = self.shared.lock();
-                match inner.poll_item(self.id, cx) {
+        loop {
+            if self.done {
+                return Poll::Ready(Ok(None));
+            }
+            let item = match self.pending.take() {
+                Some(i) => i,
+                None => match self.link.poll_item(cx) {
                     Poll::Pending => return Poll::Pending,
-                    Poll::Ready(Some(i)) => Some(i),
+                    Poll::Ready(Some(i)) => i,
                     Poll::Ready(None) => {
                         self.done = true;
-                        let status = if self.client {
-                            inner.conn_status()
-                        } else {
-                            match inner.calls.get(&self.id).and_then(|s| s.cancelled) {
-                                Some(Code::DEADLINE_EXCEEDED) => {
-                                    Status::deadline_exceeded("deadline exceeded")
-                                }
-                                Some(_) => Status::cancelled("call cancelled by the client"),
-                                None if inner.error.is_some() => inner.conn_status(),
-                                None => Status::cancelled("call cancelled"),
-                            }
-                        };
-                        return Poll::Ready(Err(status));
+                        return Poll::Ready(Err(self.link.end_status(self.client)));
+                    }
+                },
+            };
+            return match item {
+                Item::Message(m) => Poll::Ready(Ok(Some(m))),
+                Item::End => {
+                    self.done = true;
+                    Poll::Ready(Ok(None))
+                }
+                // Headers after the first message are not expected; skip.
+                Item::Headers(_) => continue,
+                Item::Close {
+                    head,
+                    headers: _,
+                    message,
+                } => {
+                    if let Some(m) = message {
+                        // Deliver the last message now, the status next time.
+                        self.pending = Some(Item::Close {
+                            head,
+                            headers: None,
+                            message: None,
+                        });
+                        return Poll::Ready(Ok(Some(m)));
+                    }
+                    // Taking the CLOSE ended the call.
+                    self.done = true;
+                    if head.code == Code::OK {
+                        self.trailers = Some(head.trailers);
+                        Poll::Ready(Ok(None))
+                    } else {
+                        Poll::Ready(Err(status_of(head)))
                     }
                 }
-            }
-        };
-        match item {
-            Some(Item::Message(m)) => Poll::Ready(Ok(Some(m))),
-            Some(Item::End) => {
-                self.done = true;
-                Poll::Ready(Ok(None))
-            }
-            Some(Item::Headers(_)) => {
-                // Headers after the first message are not expected; skip.
-                self.poll_message(cx)
-            }
-            Some(Item::Close {
-                head,
-                headers: _,
-                message,
-            }) => {
-                if let Some(m) = message {
-                    // Deliver the last message now, the status next time.
-                    self.pending = Some(Item::Close {
-                        head,
-                        headers: None,
-                        message: None,
-                    });
-                    return Poll::Ready(Ok(Some(m)));
-                }
-                // Taking the CLOSE removed the call's slot already.
-                self.done = true;
-                if head.code == Code::OK {
-                    self.trailers = Some(head.trailers);
-                    Poll::Ready(Ok(None))
-                } else {
-                    Poll::Ready(Err(status_of(head)))
-                }
-            }
-            None => Poll::Ready(Ok(None)),
+            };
         }
     }
 }
@@ -440,12 +423,7 @@ impl Inbox {
 impl Drop for Inbox {
     fn drop(&mut self) {
         if self.client {
-            let mut inner = self.shared.lock();
-            if inner.calls.contains_key(&self.id) {
-                inner.conn.cancel(self.id, Code::CANCELLED);
-                inner.remove_call(self.id);
-                inner.flush();
-            }
+            self.link.abandon();
         }
     }
 }

@@ -13,6 +13,7 @@ use zap_transport::{ClientTls, Connector, Limits, Url};
 
 use super::call::{Inbox, Method, Request, Response, Streaming, status_of};
 use super::conn::{Driver, Item, Shared, Slot};
+use super::link::Link;
 use super::proto_config;
 use crate::metadata::Metadata;
 use crate::proto::{Connection, OpenHead, SendError};
@@ -43,10 +44,7 @@ impl ChannelBuilder {
 
     /// A channel that connects on its first call.
     pub fn connect_lazy(self) -> Channel {
-        let mut connector = Connector::new(self.limits.clone());
-        if let Some(tls) = self.tls {
-            connector = connector.with_tls(tls);
-        }
+        let connector = Connectors::new(&self.url, &self.limits, self.tls);
         Channel {
             inner: Arc::new(ChannelInner {
                 url: self.url,
@@ -88,7 +86,7 @@ pub struct Channel {
 
 struct ChannelInner {
     url: Url,
-    connector: Connector,
+    connector: Connectors,
     limits: Limits,
     state: Mutex<ConnState>,
     connecting: tokio::sync::Mutex<()>,
@@ -99,14 +97,90 @@ impl Drop for ChannelInner {
     /// calls still in flight (streams held by the caller) are done.
     fn drop(&mut self) {
         let st = self.state.get_mut().unwrap_or_else(|e| e.into_inner());
-        if let Some(shared) = st.current.take() {
-            shared.lock().retire();
+        if let Some(conn) = st.current.take() {
+            conn.retire();
+        }
+    }
+}
+
+/// How a channel connects: byte streams (`zap://`, `zaps://`,
+/// `zap+unix://`) or QUIC (`zap+quic://`).
+enum Connectors {
+    Stream(Connector),
+    #[cfg(feature = "quic")]
+    Quic(zap_transport::quic::QuicConnector),
+    /// The configuration cannot work (why), reported by every call.
+    #[cfg(feature = "quic")]
+    Invalid(String),
+}
+
+impl Connectors {
+    fn new(url: &Url, limits: &Limits, tls: Option<ClientTls>) -> Connectors {
+        #[cfg(feature = "quic")]
+        if url.scheme() == zap_transport::Scheme::Quic {
+            let Some(tls) = tls else {
+                return Connectors::Invalid(
+                    "zap+quic:// needs TLS: give the channel roots with ChannelBuilder::tls"
+                        .to_owned(),
+                );
+            };
+            return match zap_transport::quic::QuicConnector::new(limits.clone(), tls) {
+                Ok(c) => Connectors::Quic(c),
+                Err(e) => Connectors::Invalid(e.to_string()),
+            };
+        }
+        let _ = url;
+        let mut connector = Connector::new(limits.clone());
+        if let Some(tls) = tls {
+            connector = connector.with_tls(tls);
+        }
+        Connectors::Stream(connector)
+    }
+}
+
+/// A channel's live connection.
+#[derive(Clone)]
+enum ClientConn {
+    Mux(Arc<Shared>),
+    #[cfg(feature = "quic")]
+    Quic(Arc<super::quic::QConn>),
+}
+
+impl ClientConn {
+    /// No new calls will be made on it: close once the calls in flight
+    /// are done.
+    fn retire(&self) {
+        match self {
+            ClientConn::Mux(shared) => shared.lock().retire(),
+            #[cfg(feature = "quic")]
+            ClientConn::Quic(q) => q.retire(),
+        }
+    }
+
+    fn same(&self, other: &ClientConn) -> bool {
+        match (self, other) {
+            (ClientConn::Mux(a), ClientConn::Mux(b)) => Arc::ptr_eq(a, b),
+            #[cfg(feature = "quic")]
+            (ClientConn::Quic(a), ClientConn::Quic(b)) => Arc::ptr_eq(a, b),
+            #[cfg(feature = "quic")]
+            _ => false,
+        }
+    }
+
+    /// Whether new calls may go on it (a QUIC connection that got GOAWAY
+    /// or closed is replaced; a byte-stream connection reports that when a
+    /// call is opened).
+    fn usable(&self) -> bool {
+        match self {
+            ClientConn::Mux(_) => true,
+            #[cfg(feature = "quic")]
+            ClientConn::Quic(q) => q.usable(),
         }
     }
 }
 
 struct ConnState {
-    current: Option<Arc<Shared>>,
+    current: Option<ClientConn>,
     retry_at: Option<Instant>,
     backoff: Duration,
 }
@@ -134,21 +208,30 @@ impl Channel {
         &self.inner.url
     }
 
-    fn current(&self) -> Option<Arc<Shared>> {
-        let st = self.inner.state.lock().unwrap_or_else(|e| e.into_inner());
-        st.current.clone()
+    fn current(&self) -> Option<ClientConn> {
+        let mut st = self.inner.state.lock().unwrap_or_else(|e| e.into_inner());
+        match &st.current {
+            Some(c) if c.usable() => Some(c.clone()),
+            Some(_) => {
+                if let Some(stale) = st.current.take() {
+                    stale.retire();
+                }
+                None
+            }
+            None => None,
+        }
     }
 
-    fn forget(&self, stale: &Arc<Shared>) {
+    fn forget(&self, stale: &ClientConn) {
         let mut st = self.inner.state.lock().unwrap_or_else(|e| e.into_inner());
-        if st.current.as_ref().is_some_and(|c| Arc::ptr_eq(c, stale)) {
+        if st.current.as_ref().is_some_and(|c| c.same(stale)) {
             st.current = None;
         }
-        stale.lock().retire();
+        stale.retire();
     }
 
     /// The live connection, connecting if needed.
-    async fn connection(&self) -> Result<Arc<Shared>, Status> {
+    async fn connection(&self) -> Result<ClientConn, Status> {
         if let Some(c) = self.current() {
             return Ok(c);
         }
@@ -167,17 +250,13 @@ impl Channel {
                 )));
             }
         }
-        match self.inner.connector.connect(&self.inner.url).await {
+        match self.connect().await {
             Ok(conn) => {
-                let (stream, peer, guard) = conn.into_parts();
-                let proto = Connection::client(proto_config(&self.inner.limits), Instant::now());
-                let shared = Shared::new(proto, peer);
-                tokio::spawn(Driver::new(shared.clone(), stream, None, Some(guard)));
                 let mut st = self.inner.state.lock().unwrap_or_else(|e| e.into_inner());
-                st.current = Some(shared.clone());
+                st.current = Some(conn.clone());
                 st.retry_at = None;
                 st.backoff = MIN_BACKOFF;
-                Ok(shared)
+                Ok(conn)
             }
             Err(e) => {
                 let mut st = self.inner.state.lock().unwrap_or_else(|e| e.into_inner());
@@ -191,7 +270,31 @@ impl Channel {
         }
     }
 
-    /// Opens a call: returns its connection and stream id.
+    /// Connects anew (the error says why not).
+    async fn connect(&self) -> Result<ClientConn, String> {
+        let limits = &self.inner.limits;
+        match &self.inner.connector {
+            Connectors::Stream(c) => {
+                let conn = c
+                    .connect(&self.inner.url)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let (stream, peer, guard) = conn.into_parts();
+                let proto = Connection::client(proto_config(limits), Instant::now());
+                let shared = Shared::new(proto, peer);
+                tokio::spawn(Driver::new(shared.clone(), stream, None, Some(guard)));
+                Ok(ClientConn::Mux(shared))
+            }
+            #[cfg(feature = "quic")]
+            Connectors::Quic(c) => super::quic::connect(c, &self.inner.url, limits)
+                .await
+                .map(ClientConn::Quic),
+            #[cfg(feature = "quic")]
+            Connectors::Invalid(why) => Err(why.clone()),
+        }
+    }
+
+    /// Opens a call.
     async fn start(
         &self,
         method: Method,
@@ -199,7 +302,7 @@ impl Channel {
         deadline: Option<Instant>,
         message: Option<Bytes>,
         end: bool,
-    ) -> Result<(Arc<Shared>, u32), Status> {
+    ) -> Result<Link, Status> {
         let expired = || Status::deadline_exceeded("deadline passed before the call could start");
         let opening = self.open_call(method, metadata, deadline, message, end);
         match deadline {
@@ -219,7 +322,7 @@ impl Channel {
         deadline: Option<Instant>,
         message: Option<Bytes>,
         end: bool,
-    ) -> Result<(Arc<Shared>, u32), Status> {
+    ) -> Result<Link, Status> {
         let mut head = OpenHead {
             method: method.0,
             timeout: None,
@@ -227,46 +330,22 @@ impl Channel {
         };
         let mut retried = false;
         loop {
-            let shared = self.connection().await?;
-            let opened = poll_fn(|cx| {
-                let mut inner = shared.lock();
-                if inner.error.is_some() {
-                    return Poll::Ready(Err(SendError::Closed));
+            let conn = self.connection().await?;
+            let opened = match &conn {
+                ClientConn::Mux(shared) => {
+                    open_mux(shared, &mut head, deadline, &message, end).await
                 }
-                // The server gets the time left now, not when the call
-                // was made. (The clock is read only for calls with a
-                // deadline: the proto core needs `now` only to arm one.)
-                let now = if let Some(d) = deadline {
-                    let now = Instant::now();
-                    let left = d.saturating_duration_since(now);
-                    if left.is_zero() {
-                        return Poll::Ready(Err(SendError::Invalid("deadline passed")));
-                    }
-                    head.timeout = Some(left);
-                    now
-                } else {
-                    *epoch()
-                };
-                match inner.conn.open(&head, message.clone(), end, now) {
-                    Ok(id) => {
-                        inner.calls.insert(id, Slot::default());
-                        inner.flush();
-                        Poll::Ready(Ok(id))
-                    }
-                    Err(SendError::Blocked) => {
-                        inner.wait_open(cx.waker());
-                        Poll::Pending
-                    }
-                    Err(e) => Poll::Ready(Err(e)),
+                #[cfg(feature = "quic")]
+                ClientConn::Quic(q) => {
+                    super::quic::open(q, &mut head, deadline, message.clone(), end).await
                 }
-            })
-            .await;
+            };
             match opened {
-                Ok(id) => return Ok((shared, id)),
+                Ok(link) => return Ok(link),
                 Err(SendError::Closed | SendError::Exhausted) if !retried => {
                     // The connection went away (or ran out of ids): once
                     // more on a fresh one.
-                    self.forget(&shared);
+                    self.forget(&conn);
                     retried = true;
                 }
                 Err(SendError::TooLarge { size, max }) => {
@@ -284,7 +363,7 @@ impl Channel {
                 }
                 Err(SendError::Invalid(why)) => return Err(Status::invalid_argument(why)),
                 Err(e) => {
-                    self.forget(&shared);
+                    self.forget(&conn);
                     return Err(Status::unavailable(e.to_string()));
                 }
             }
@@ -292,11 +371,7 @@ impl Channel {
     }
 
     /// Opens a call whose one request goes in the OPEN frame.
-    async fn start_single(
-        &self,
-        method: Method,
-        request: Request<Bytes>,
-    ) -> Result<(Arc<Shared>, u32), Status> {
+    async fn start_single(&self, method: Method, request: Request<Bytes>) -> Result<Link, Status> {
         let Request {
             metadata,
             message,
@@ -313,20 +388,16 @@ impl Channel {
         method: impl Into<Method>,
         request: Request<Bytes>,
     ) -> Result<Response<Bytes>, Status> {
-        let (shared, id) = self.start_single(method.into(), request).await?;
-        let mut guard = CallGuard {
-            shared,
-            id,
-            done: false,
-        };
+        let link = self.start_single(method.into(), request).await?;
+        let mut guard = CallGuard { link, done: false };
         let mut headers = None;
         loop {
-            match poll_fn(|cx| guard.poll_item(cx)).await {
+            match poll_fn(|cx| guard.link.poll_item(cx)).await {
                 Some(Item::Headers(h)) => headers = Some(h),
                 Some(Item::Message(m)) => {
                     // A message outside CLOSE: keep it, the status follows.
                     let close = loop {
-                        match poll_fn(|cx| guard.poll_item(cx)).await {
+                        match poll_fn(|cx| guard.link.poll_item(cx)).await {
                             Some(Item::Close { head, .. }) => break Some(head),
                             Some(_) => continue,
                             None => break None,
@@ -340,7 +411,7 @@ impl Channel {
                             trailers: head.trailers,
                         }),
                         Some(head) => Err(status_of(head)),
-                        None => Err(guard.conn_status()),
+                        None => Err(guard.link.end_status(true)),
                     };
                 }
                 Some(Item::Close {
@@ -364,7 +435,7 @@ impl Channel {
                 Some(Item::End) => continue,
                 None => {
                     guard.done = true;
-                    return Err(guard.conn_status());
+                    return Err(guard.link.end_status(true));
                 }
             }
         }
@@ -376,8 +447,8 @@ impl Channel {
         method: impl Into<Method>,
         request: Request<Bytes>,
     ) -> Result<Response<Streaming>, Status> {
-        let (shared, id) = self.start_single(method.into(), request).await?;
-        response_stream(shared, id).await
+        let link = self.start_single(method.into(), request).await?;
+        response_stream(link).await
     }
 
     /// A client-streaming call: a stream of requests, one response.
@@ -461,7 +532,7 @@ impl Channel {
         method: impl Into<Method>,
         request: Request<()>,
     ) -> Result<(CallSender, CallResponse), Status> {
-        let (shared, id) = self
+        let link = self
             .start(
                 method.into(),
                 request.metadata,
@@ -472,12 +543,69 @@ impl Channel {
             .await?;
         Ok((
             CallSender {
-                shared: shared.clone(),
-                id,
+                link: link.clone(),
                 ended: false,
             },
-            CallResponse { shared, id },
+            CallResponse { link: Some(link) },
         ))
+    }
+}
+
+/// Opens a call on a multiplexed connection, waiting for a free stream.
+async fn open_mux(
+    shared: &Arc<Shared>,
+    head: &mut OpenHead,
+    deadline: Option<Instant>,
+    message: &Option<Bytes>,
+    end: bool,
+) -> Result<Link, SendError> {
+    let id = poll_fn(|cx| {
+        let mut inner = shared.lock();
+        if inner.error.is_some() {
+            return Poll::Ready(Err(SendError::Closed));
+        }
+        // The clock is read only for calls with a deadline: the proto
+        // core needs `now` only to arm one.
+        let now = match deadline {
+            Some(_) => Instant::now(),
+            None => *epoch(),
+        };
+        head.timeout = time_left(deadline, now)?;
+        match inner.conn.open(head, message.clone(), end, now) {
+            Ok(id) => {
+                inner.calls.insert(id, Slot::default());
+                inner.flush();
+                Poll::Ready(Ok(id))
+            }
+            Err(SendError::Blocked) => {
+                inner.wait_open(cx.waker());
+                Poll::Pending
+            }
+            Err(e) => Poll::Ready(Err(e)),
+        }
+    })
+    .await?;
+    Ok(Link::Mux {
+        shared: shared.clone(),
+        id,
+    })
+}
+
+/// The time left until `deadline`, which the server gets: measured when
+/// the call opens, not when it was made.
+pub(crate) fn time_left(
+    deadline: Option<Instant>,
+    now: Instant,
+) -> Result<Option<Duration>, SendError> {
+    match deadline {
+        None => Ok(None),
+        Some(d) => {
+            let left = d.saturating_duration_since(now);
+            if left.is_zero() {
+                return Err(SendError::Invalid("deadline passed"));
+            }
+            Ok(Some(left))
+        }
     }
 }
 
@@ -542,10 +670,10 @@ async fn pump(mut sender: CallSender, mut messages: RequestStream) -> Result<(),
     sender.finish()
 }
 
-/// Waits for the response headers (or an early status) of call `id`.
-async fn response_stream(shared: Arc<Shared>, id: u32) -> Result<Response<Streaming>, Status> {
-    let mut stream = Inbox::new(shared, id, true);
-    let first = poll_fn(|cx| stream.shared.lock().poll_item(id, cx)).await;
+/// Waits for the response headers (or an early status) of a call.
+async fn response_stream(link: Link) -> Result<Response<Streaming>, Status> {
+    let mut stream = Inbox::new(link, true);
+    let first = poll_fn(|cx| stream.link.poll_item(cx)).await;
     let headers = match first {
         Some(Item::Headers(h)) => h,
         Some(Item::Close {
@@ -554,7 +682,7 @@ async fn response_stream(shared: Arc<Shared>, id: u32) -> Result<Response<Stream
             message,
         }) => {
             if head.code != Code::OK {
-                // Taking the CLOSE removed the call's slot already.
+                // Taking the CLOSE ended the call.
                 stream.done = true;
                 return Err(status_of(head));
             }
@@ -572,7 +700,7 @@ async fn response_stream(shared: Arc<Shared>, id: u32) -> Result<Response<Stream
         }
         None => {
             stream.done = true;
-            return Err(stream.shared.lock().conn_status());
+            return Err(stream.link.end_status(true));
         }
     };
     Ok(Response {
@@ -584,33 +712,15 @@ async fn response_stream(shared: Arc<Shared>, id: u32) -> Result<Response<Stream
 
 /// Cancels its call if dropped before the call ended.
 struct CallGuard {
-    shared: Arc<Shared>,
-    id: u32,
+    link: Link,
     done: bool,
-}
-
-impl CallGuard {
-    fn poll_item(&mut self, cx: &mut Context<'_>) -> Poll<Option<Item>> {
-        self.shared.lock().poll_item(self.id, cx)
-    }
-
-    fn conn_status(&self) -> Status {
-        self.shared.lock().conn_status()
-    }
 }
 
 impl Drop for CallGuard {
     fn drop(&mut self) {
-        if self.done {
-            // The CLOSE that ended the call also removed its slot.
-            return;
+        if !self.done {
+            self.link.abandon();
         }
-        let mut inner = self.shared.lock();
-        if inner.calls.contains_key(&self.id) {
-            inner.conn.cancel(self.id, Code::CANCELLED);
-            inner.flush();
-        }
-        inner.remove_call(self.id);
     }
 }
 
@@ -619,22 +729,21 @@ impl Drop for CallGuard {
 /// Dropping it half-closes the call if [`finish`](CallSender::finish) was
 /// not called.
 pub struct CallSender {
-    shared: Arc<Shared>,
-    id: u32,
+    link: Link,
     ended: bool,
 }
 
 impl CallSender {
     /// Sends one message, waiting while the server's window is closed.
     pub async fn send(&mut self, message: Bytes) -> Result<(), Status> {
-        send_message(&self.shared, self.id, message, false).await
+        self.link.send(message, false).await
     }
 
     /// Cancels the call: the server stops its handler, and the response
     /// side ends with `status` (whose code should not be `OK`).
     pub fn cancel(mut self, status: &Status) {
         self.ended = true;
-        self.shared.lock().fail_call(self.id, status);
+        self.link.fail(status);
     }
 
     /// Half-closes: no more messages.
@@ -643,77 +752,40 @@ impl CallSender {
             return Ok(());
         }
         self.ended = true;
-        let mut inner = self.shared.lock();
-        match inner.conn.finish(self.id) {
-            Ok(()) => {
-                inner.flush();
-                Ok(())
-            }
-            Err(_) => Err(Status::cancelled("call already ended")),
-        }
+        self.link
+            .finish()
+            .map_err(|()| Status::cancelled("call already ended"))
     }
 }
 
 impl Drop for CallSender {
     fn drop(&mut self) {
         if !self.ended {
-            let mut inner = self.shared.lock();
-            if inner.calls.contains_key(&self.id) && inner.conn.finish(self.id).is_ok() {
-                inner.flush();
-            }
+            let _ = self.link.finish();
         }
     }
 }
 
 impl fmt::Debug for CallSender {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("CallSender").field("id", &self.id).finish()
+        f.debug_struct("CallSender")
+            .field("id", &self.link.id())
+            .finish()
     }
-}
-
-/// Sends `message` on call `id`, waiting for flow control.
-pub(crate) async fn send_message(
-    shared: &Shared,
-    id: u32,
-    message: Bytes,
-    server: bool,
-) -> Result<(), Status> {
-    poll_fn(|cx| {
-        let mut inner = shared.lock();
-        match inner.conn.send(id, message.clone(), false) {
-            Ok(()) => {
-                inner.flush();
-                Poll::Ready(Ok(()))
-            }
-            Err(SendError::Blocked) => {
-                inner.wait_send(id, cx);
-                Poll::Pending
-            }
-            Err(SendError::TooLarge { size, max }) => Poll::Ready(Err(Status::resource_exhausted(
-                format!("message of {size} bytes exceeds the peer's limit of {max}"),
-            ))),
-            Err(SendError::Closed) => Poll::Ready(Err(inner.conn_status())),
-            Err(_) if server => Poll::Ready(Err(Status::cancelled("call ended"))),
-            Err(_) => Poll::Ready(Err(Status::cancelled(
-                "call ended before the message was sent",
-            ))),
-        }
-    })
-    .await
 }
 
 /// The response side of a call opened with [`Channel::open`].
 pub struct CallResponse {
-    shared: Arc<Shared>,
-    id: u32,
+    link: Option<Link>,
 }
 
 impl CallResponse {
     /// Waits for the response headers; the messages follow as a stream.
-    pub async fn into_stream(self) -> Result<Response<Streaming>, Status> {
-        let (shared, id) = (self.shared.clone(), self.id);
-        std::mem::forget(self);
-        response_stream(shared, id).await
+    pub async fn into_stream(mut self) -> Result<Response<Streaming>, Status> {
+        match self.link.take() {
+            Some(link) => response_stream(link).await,
+            None => Err(Status::cancelled("call already ended")),
+        }
     }
 
     /// Waits for exactly one response message and the status.
@@ -738,11 +810,8 @@ impl CallResponse {
 
 impl Drop for CallResponse {
     fn drop(&mut self) {
-        let mut inner = self.shared.lock();
-        if inner.calls.contains_key(&self.id) {
-            inner.conn.cancel(self.id, Code::CANCELLED);
-            inner.remove_call(self.id);
-            inner.flush();
+        if let Some(link) = &self.link {
+            link.abandon();
         }
     }
 }
@@ -750,7 +819,7 @@ impl Drop for CallResponse {
 impl fmt::Debug for CallResponse {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CallResponse")
-            .field("id", &self.id)
+            .field("id", &self.link.as_ref().map(Link::id))
             .finish()
     }
 }

@@ -10,12 +10,15 @@
 mod call;
 mod client;
 mod conn;
+mod link;
+#[cfg(feature = "quic")]
+mod quic;
 mod server;
 pub(crate) mod service;
 
 pub use call::{Method, Request, Response, Streaming};
 pub use client::{CallResponse, CallSender, Channel, ChannelBuilder, RawCall};
-pub use server::{BoxError, DuplicateRoute, Router, ServeError, Server, ServerCall};
+pub use server::{AnyListener, BoxError, DuplicateRoute, Router, ServeError, Server, ServerCall};
 pub use service::{BoxStream, IntoRequest, NamedService};
 
 use crate::proto::{Config, Settings};

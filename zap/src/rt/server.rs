@@ -16,11 +16,11 @@ use tower_service::Service;
 use zap_transport::{Listener, PeerInfo};
 
 use super::call::{Inbox, Method, Request, Response, Streaming};
-use super::client::send_message;
 use super::conn::{Driver, NewCall, Shared, Spawner, close_now};
+use super::link::Link;
 use super::proto_config;
 use crate::metadata::Metadata;
-use crate::proto::{CloseHead, Connection, Reason, SendError};
+use crate::proto::{CloseHead, Connection, OpenHead, Reason};
 use crate::status::{Code, Status};
 
 /// Errors a server's service may return, mapped to a status.
@@ -30,8 +30,7 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// peer, and the means to read requests and send responses. This is the
 /// request type of the server's `tower::Service`, so layers see every call.
 pub struct ServerCall {
-    shared: Arc<Shared>,
-    id: u32,
+    link: Link,
     method: Method,
     metadata: Metadata,
     deadline: Option<Instant>,
@@ -55,24 +54,22 @@ impl ServerCall {
 
     /// Who is calling.
     pub fn peer(&self) -> &PeerInfo {
-        &self.shared.peer
+        self.link.peer()
     }
 
     /// The incoming messages, and the request parts.
     fn into_request(self) -> (Request<Streaming>, CallWriter) {
-        let shared = self.shared.clone();
         let req = Request {
             metadata: self.metadata,
-            message: Streaming::new(Inbox::new(self.shared.clone(), self.id, false)),
+            message: Streaming::new(Inbox::new(self.link.clone(), false)),
             deadline: self.deadline,
-            peer: Some(self.shared.peer.clone()),
+            peer: Some(self.link.peer().clone()),
             method: Some(self.method),
         };
         (
             req,
             CallWriter {
-                shared,
-                id: self.id,
+                link: self.link,
                 headers_sent: false,
             },
         )
@@ -81,8 +78,7 @@ impl ServerCall {
     /// Ends the call with `status` (used for errors before any response).
     pub async fn reject(self, status: Status) {
         let w = CallWriter {
-            shared: self.shared.clone(),
-            id: self.id,
+            link: self.link,
             headers_sent: false,
         };
         w.close(&status, None, Metadata::new(), None).await;
@@ -92,7 +88,7 @@ impl ServerCall {
 impl fmt::Debug for ServerCall {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ServerCall")
-            .field("id", &self.id)
+            .field("id", &self.link.id())
             .field("method", &self.method)
             .field("metadata", &self.metadata)
             .finish()
@@ -101,8 +97,7 @@ impl fmt::Debug for ServerCall {
 
 /// Sends the responses of one server call.
 struct CallWriter {
-    shared: Arc<Shared>,
-    id: u32,
+    link: Link,
     headers_sent: bool,
 }
 
@@ -112,14 +107,11 @@ impl CallWriter {
             return;
         }
         self.headers_sent = true;
-        let mut inner = self.shared.lock();
-        if inner.conn.send_headers(self.id, headers).is_ok() {
-            inner.flush();
-        }
+        self.link.send_headers(headers);
     }
 
     async fn send(&mut self, message: Bytes) -> Result<(), Status> {
-        send_message(&self.shared, self.id, message, true).await
+        self.link.send(message, true).await
     }
 
     /// Ends the call: status, trailers, and optionally headers and the last
@@ -137,31 +129,7 @@ impl CallWriter {
             details: status.details().clone(),
             trailers: merge(trailers, status.metadata()),
         };
-        poll_fn(|cx| {
-            let mut inner = self.shared.lock();
-            match inner.conn.close(self.id, &head, headers, message.clone()) {
-                Ok(()) => {
-                    inner.flush();
-                    Poll::Ready(())
-                }
-                Err(SendError::Blocked) => {
-                    inner.wait_send(self.id, cx);
-                    Poll::Pending
-                }
-                Err(SendError::TooLarge { .. }) => {
-                    let head = crate::proto::close_head(
-                        Code::RESOURCE_EXHAUSTED,
-                        "response exceeds the client's MAX_MESSAGE",
-                    );
-                    if inner.conn.close(self.id, &head, None, None).is_ok() {
-                        inner.flush();
-                    }
-                    Poll::Ready(())
-                }
-                Err(_) => Poll::Ready(()),
-            }
-        })
-        .await;
+        self.link.close(&head, headers, message).await;
     }
 }
 
@@ -342,11 +310,9 @@ impl Router {
 async fn single(call: ServerCall) -> Option<(Request<Bytes>, CallWriter)> {
     // Fast path: a unary request arrives as one OPEN frame, so message and
     // end are usually there already when the call starts.
-    let taken = call.shared.lock().take_single(call.id);
-    if let Some(message) = taken {
+    if let Some(message) = call.link.take_single() {
         let ServerCall {
-            shared,
-            id,
+            link,
             method,
             metadata,
             deadline,
@@ -355,12 +321,11 @@ async fn single(call: ServerCall) -> Option<(Request<Bytes>, CallWriter)> {
             metadata,
             message,
             deadline,
-            peer: Some(shared.peer.clone()),
+            peer: Some(link.peer().clone()),
             method: Some(method),
         };
         let w = CallWriter {
-            shared,
-            id,
+            link,
             headers_sent: false,
         };
         return Some((req, w));
@@ -447,7 +412,7 @@ impl Service<ServerCall> for Router {
 }
 
 /// Maps a service error to the status sent to the client.
-fn error_status(e: BoxError) -> Status {
+pub(crate) fn error_status(e: BoxError) -> Status {
     match e.downcast::<Status>() {
         Ok(s) => *s,
         Err(e) => {
@@ -459,6 +424,44 @@ fn error_status(e: BoxError) -> Status {
                 Status::unknown(e.to_string())
             }
         }
+    }
+}
+
+/// Where a server accepts connections: a byte-stream [`Listener`]
+/// (`zap://`, `zaps://`, `zap+unix://`) or, with the `quic` feature, a
+/// [`QuicListener`](zap_transport::quic::QuicListener) (`zap+quic://`).
+/// `Server::serve*` take either.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum AnyListener {
+    /// TCP, TLS or Unix sockets.
+    Stream(Listener),
+    /// QUIC.
+    #[cfg(feature = "quic")]
+    Quic(zap_transport::quic::QuicListener),
+}
+
+impl AnyListener {
+    /// The address it listens on, as a URL clients can use.
+    pub fn local_url(&self) -> zap_transport::Url {
+        match self {
+            AnyListener::Stream(l) => l.local_url(),
+            #[cfg(feature = "quic")]
+            AnyListener::Quic(l) => l.local_url(),
+        }
+    }
+}
+
+impl From<Listener> for AnyListener {
+    fn from(l: Listener) -> Self {
+        AnyListener::Stream(l)
+    }
+}
+
+#[cfg(feature = "quic")]
+impl From<zap_transport::quic::QuicListener> for AnyListener {
+    fn from(l: zap_transport::quic::QuicListener) -> Self {
+        AnyListener::Quic(l)
     }
 }
 
@@ -518,7 +521,11 @@ impl Server {
     }
 
     /// Serves `router` on `listener` until the process ends.
-    pub async fn serve(self, listener: Listener, router: Router) -> Result<(), ServeError> {
+    pub async fn serve(
+        self,
+        listener: impl Into<AnyListener>,
+        router: Router,
+    ) -> Result<(), ServeError> {
         router.check().map_err(ServeError::DuplicateRoute)?;
         self.serve_service(listener, router, std::future::pending())
             .await;
@@ -529,7 +536,7 @@ impl Server {
     /// [`serve_service`](Self::serve_service)).
     pub async fn serve_with_shutdown<F>(
         self,
-        listener: Listener,
+        listener: impl Into<AnyListener>,
         router: Router,
         shutdown: F,
     ) -> Result<(), ServeError>
@@ -549,15 +556,27 @@ impl Server {
     ///
     /// The accept loop never ends because one connection failed: accept
     /// errors are retried (after a short pause for resource exhaustion).
-    pub async fn serve_service<S, F>(self, listener: Listener, service: S, shutdown: F)
-    where
+    pub async fn serve_service<S, F>(
+        self,
+        listener: impl Into<AnyListener>,
+        service: S,
+        shutdown: F,
+    ) where
         S: Service<ServerCall, Response = ()> + Clone + Send + 'static,
         S::Error: Into<BoxError>,
         S::Future: Send + 'static,
         F: Future<Output = ()>,
     {
         let (stop_tx, stop_rx) = watch::channel(false);
-        let conns = Arc::new(ConnSet::default());
+        let listener = match listener.into() {
+            AnyListener::Stream(l) => l,
+            #[cfg(feature = "quic")]
+            AnyListener::Quic(l) => {
+                let (limits, drain) = (self.limits, self.drain_timeout);
+                return super::quic::serve(l, service, limits, drain, shutdown).await;
+            }
+        };
+        let conns: Arc<ConnSet<Arc<Shared>>> = Arc::new(ConnSet::default());
         let limits = self.limits.clone();
         let mut shutdown = std::pin::pin!(shutdown);
         loop {
@@ -652,29 +671,37 @@ async fn watch_shutdown(driver: Driver, shared: Arc<Shared>, mut stop: watch::Re
     driver.await;
 }
 
-#[derive(Default)]
-struct ConnSet {
-    map: std::sync::Mutex<(u64, HashMap<u64, Arc<Shared>>)>,
+/// The connections a server is serving, for shutdown.
+pub(crate) struct ConnSet<T> {
+    map: std::sync::Mutex<(u64, HashMap<u64, T>)>,
 }
 
-impl ConnSet {
-    fn lock(&self) -> std::sync::MutexGuard<'_, (u64, HashMap<u64, Arc<Shared>>)> {
+impl<T> Default for ConnSet<T> {
+    fn default() -> Self {
+        ConnSet {
+            map: std::sync::Mutex::new((0, HashMap::new())),
+        }
+    }
+}
+
+impl<T: Clone> ConnSet<T> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, (u64, HashMap<u64, T>)> {
         self.map.lock().unwrap_or_else(|e| e.into_inner())
     }
-    fn insert(&self, s: Arc<Shared>) -> u64 {
+    pub(crate) fn insert(&self, s: T) -> u64 {
         let mut g = self.lock();
         g.0 += 1;
         let k = g.0;
         g.1.insert(k, s);
         k
     }
-    fn remove(&self, k: u64) {
+    pub(crate) fn remove(&self, k: u64) {
         self.lock().1.remove(&k);
     }
-    fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.lock().1.is_empty()
     }
-    fn all(&self) -> Vec<Arc<Shared>> {
+    pub(crate) fn all(&self) -> Vec<T> {
         self.lock().1.values().cloned().collect()
     }
 }
@@ -705,19 +732,29 @@ where
     )
 }
 
-async fn run_call<S>(mut svc: S, shared: Arc<Shared>, nc: NewCall)
+async fn run_call<S>(svc: S, shared: Arc<Shared>, nc: NewCall)
 where
     S: Service<ServerCall, Response = ()> + Send,
     S::Error: Into<BoxError>,
     S::Future: Send,
 {
-    let id = nc.id;
+    let link = Link::Mux { shared, id: nc.id };
+    serve_call(svc, link, nc.head).await;
+}
+
+/// Runs the service for one call until it ends or is cancelled, then ends
+/// the call if the service left it open.
+pub(crate) async fn serve_call<S>(mut svc: S, link: Link, head: OpenHead)
+where
+    S: Service<ServerCall, Response = ()> + Send,
+    S::Error: Into<BoxError>,
+    S::Future: Send,
+{
     let call = ServerCall {
-        shared: shared.clone(),
-        id,
-        method: Method(nc.head.method),
-        metadata: nc.head.metadata,
-        deadline: nc.head.timeout.and_then(|t| Instant::now().checked_add(t)),
+        link: link.clone(),
+        method: Method(head.method),
+        metadata: head.metadata,
+        deadline: head.timeout.and_then(|t| Instant::now().checked_add(t)),
     };
     let work = async {
         if let Err(e) = poll_fn(|cx| svc.poll_ready(cx)).await {
@@ -725,32 +762,11 @@ where
         }
         svc.call(call).await.map_err(Into::into)
     };
-    let cancelled = poll_fn(|cx| shared.lock().poll_cancelled(id, cx));
+    let cancelled = poll_fn(|cx| link.poll_cancelled(cx));
     let result = tokio::select! {
         biased;
-        _ = cancelled => None,
-        r = work => Some(r),
+        code = cancelled => Err(code),
+        r = work => Ok(r),
     };
-    let mut inner = shared.lock();
-    // A service that returned without ending the call (an error from a
-    // layer, or a handler that forgot) ends it here. Checked first: the
-    // usual handler has closed the call already and costs nothing more.
-    if let Some(r) = result
-        && inner.conn.is_open(id)
-    {
-        let s = match r {
-            Err(e) => error_status(e),
-            Ok(()) => Status::internal("handler ended without a status"),
-        };
-        let head = CloseHead {
-            code: s.code(),
-            message: Bytes::copy_from_slice(s.message().as_bytes()),
-            details: s.details().clone(),
-            trailers: s.metadata().clone(),
-        };
-        if inner.conn.close(id, &head, None, None).is_ok() {
-            inner.flush();
-        }
-    }
-    inner.remove_call(id);
+    link.end_server_call(result).await;
 }

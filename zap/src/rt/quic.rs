@@ -1,0 +1,1115 @@
+//! ZAP-RPC over QUIC (`zap+quic://`, docs/PROTOCOL.md §11).
+//!
+//! QUIC multiplexes, orders each stream and flow-controls it, so there is no
+//! driver task and no shared state machine here: every call is one
+//! bidirectional QUIC stream carrying the §3 call frames with stream field
+//! 0, and each half of a call reads or writes its stream directly.
+//!
+//! - A connection ([`QConn`]) starts by exchanging `SETTINGS` on one
+//!   unidirectional control stream per side; the server later sends
+//!   `GOAWAY` there.
+//! - A call ([`QCall`]) reads its stream only as fast as its consumer takes
+//!   messages (one frame buffered at most), so a slow reader holds its
+//!   sender back through QUIC stream credit.
+//! - Cancellation is `RESET_STREAM` + `STOP_SENDING` carrying the status
+//!   code; the server notices it through `STOP_SENDING` even while its
+//!   handler is not reading.
+
+use std::collections::VecDeque;
+use std::future::{Future, poll_fn};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, Bytes, BytesMut};
+use tokio::sync::{Notify, watch};
+use tokio::time::Sleep;
+use tower_service::Service;
+use zap_transport::quic::{
+    QuicConnection, QuicConnectionError, QuicConnector, QuicListener, ReadError, RecvStream,
+    SendStream, StoppedError, VarInt, WriteError,
+};
+use zap_transport::{ConnGuard, Limits, PeerInfo, Url};
+
+use super::client::time_left;
+use super::conn::Item;
+use super::link::{
+    Link, call_ended, close_head_of, too_large_close, too_large_status, unfinished_status,
+};
+use super::proto_config;
+use super::server::{BoxError, ConnSet, ServerCall, serve_call};
+use crate::metadata::Metadata;
+use crate::proto::{
+    CloseHead, FRAME_HEADER_LEN, Frame, Framing, Header, MAX_METHOD, Malformed, OpenHead, Out,
+    Reason, SendError, Settings, close_head, metadata_len,
+};
+use crate::status::{Code, Status};
+
+/// Read buffer growth step.
+const READ_CHUNK: usize = 16 << 10;
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn code_var(c: Code) -> VarInt {
+    VarInt::from_u32(c.0)
+}
+
+/// The status code a stream reset carries (§11: the application error
+/// code is the status code).
+fn code_of(v: VarInt) -> Code {
+    match u32::try_from(v.into_inner()) {
+        Ok(c) if c <= 16 => Code(c),
+        _ => Code::UNKNOWN,
+    }
+}
+
+/// A QUIC connection carrying ZAP-RPC calls.
+pub(crate) struct QConn {
+    connection: QuicConnection,
+    peer: Arc<PeerInfo>,
+    /// What this side accepts (its SETTINGS).
+    local: Settings,
+    /// What the peer accepts (its SETTINGS).
+    remote: Settings,
+    /// How long a call stream may take to deliver its OPEN (server).
+    open_timeout: Duration,
+    state: Mutex<QState>,
+    /// Rung when the last open call ends.
+    idle: Notify,
+    /// This side's control stream: kept open for the connection's life
+    /// (its end would be a protocol error), GOAWAY goes there.
+    control: tokio::sync::Mutex<SendStream>,
+    _guard: ConnGuard,
+}
+
+#[derive(Default)]
+struct QState {
+    /// Calls open on this connection.
+    calls: u32,
+    /// Client: the server sent GOAWAY. Server: GOAWAY was sent.
+    goaway: bool,
+    /// Client: no new calls; close once the open ones are done.
+    retired: bool,
+}
+
+impl QConn {
+    fn new(
+        connection: QuicConnection,
+        peer: PeerInfo,
+        guard: ConnGuard,
+        local: Settings,
+        remote: Settings,
+        control: SendStream,
+        open_timeout: Duration,
+    ) -> Arc<QConn> {
+        Arc::new(QConn {
+            connection,
+            peer: Arc::new(peer),
+            local,
+            remote,
+            open_timeout,
+            state: Mutex::new(QState::default()),
+            idle: Notify::new(),
+            control: tokio::sync::Mutex::new(control),
+            _guard: guard,
+        })
+    }
+
+    /// Client: whether new calls may start here.
+    pub(crate) fn usable(&self) -> bool {
+        let st = lock(&self.state);
+        !st.goaway && !st.retired && self.connection.close_reason().is_none()
+    }
+
+    /// Client: no new calls will be made; close once none is open.
+    pub(crate) fn retire(&self) {
+        let mut st = lock(&self.state);
+        st.retired = true;
+        if st.calls == 0 {
+            self.connection.close(VarInt::from_u32(0), b"client done");
+        }
+    }
+
+    /// Closes the connection with a §9 code.
+    fn fail(&self, reason: Reason, why: &str) {
+        self.connection
+            .close(VarInt::from_u32(reason.0), why.as_bytes());
+    }
+
+    /// Closes the connection now (server shutdown past its drain deadline).
+    pub(crate) fn close_now(&self, why: &str) {
+        self.fail(Reason::NO_ERROR, why);
+    }
+
+    /// The status of a call the connection's end cut short.
+    fn conn_status(&self) -> Status {
+        match self.connection.close_reason() {
+            Some(e) => Status::unavailable(describe(&e)),
+            None => Status::unavailable("connection closed"),
+        }
+    }
+
+    /// Counts a call in, if the peer's `MAX_CONCURRENT_STREAMS` allows.
+    fn take_slot(self: &Arc<Self>, limit: Option<u32>) -> Option<CallSlot> {
+        let mut st = lock(&self.state);
+        if limit.is_some_and(|max| st.calls >= max) {
+            return None;
+        }
+        st.calls += 1;
+        Some(CallSlot(self.clone()))
+    }
+
+    /// Server: no new calls from now on; the peer learns the last call
+    /// stream that will be served.
+    async fn goaway(&self, last: u64, why: &str) {
+        lock(&self.state).goaway = true;
+        let mut out = Out::default();
+        let last = u32::try_from(last).unwrap_or(u32::MAX);
+        out.goaway(last, Reason::NO_ERROR.0, why.as_bytes());
+        let mut chunks = Vec::new();
+        out.drain_into(&mut chunks);
+        let mut control = self.control.lock().await;
+        for c in chunks {
+            if control.write_chunk(c).await.is_err() {
+                return;
+            }
+        }
+    }
+
+    fn open_calls(&self) -> u32 {
+        lock(&self.state).calls
+    }
+}
+
+/// One open call, counted in [`QState::calls`] until dropped.
+struct CallSlot(Arc<QConn>);
+
+impl Drop for CallSlot {
+    fn drop(&mut self) {
+        let mut st = lock(&self.0.state);
+        st.calls -= 1;
+        if st.calls == 0 {
+            if st.retired {
+                self.0.connection.close(VarInt::from_u32(0), b"client done");
+            }
+            self.0.idle.notify_waiters();
+        }
+    }
+}
+
+/// Says why a QUIC connection ended, in §9 terms where the peer gave one.
+fn describe(e: &QuicConnectionError) -> String {
+    match e {
+        QuicConnectionError::ApplicationClosed(c) => {
+            let code = u32::try_from(c.error_code.into_inner()).unwrap_or(u32::MAX);
+            format!(
+                "connection closed by the peer: {:?}: {}",
+                Reason(code),
+                String::from_utf8_lossy(&c.reason)
+            )
+        }
+        QuicConnectionError::LocallyClosed => "connection closed".to_owned(),
+        QuicConnectionError::TimedOut => "connection timed out (peer silent)".to_owned(),
+        other => format!("connection lost: {other}"),
+    }
+}
+
+/// Why a stream could not yield another frame.
+enum Fail {
+    /// The peer reset the stream with this code.
+    Reset(VarInt),
+    /// The connection ended.
+    Lost(QuicConnectionError),
+    /// The peer broke the protocol: the connection must close.
+    Protocol(Reason, String),
+}
+
+/// Reads §3 frames from a QUIC stream, checking each length against
+/// `MAX_FRAME` before allocating for it.
+struct FrameReader {
+    stream: RecvStream,
+    buf: BytesMut,
+    fin: bool,
+}
+
+impl FrameReader {
+    fn new(stream: RecvStream) -> Self {
+        FrameReader {
+            stream,
+            buf: BytesMut::new(),
+            fin: false,
+        }
+    }
+
+    /// The next frame; `None` at the end of the stream.
+    fn poll_frame(
+        &mut self,
+        cx: &mut Context<'_>,
+        framing: Framing,
+        local: &Settings,
+    ) -> Poll<Result<Option<Frame>, Fail>> {
+        loop {
+            if let Some(h) = Header::parse(&self.buf) {
+                if h.len > local.max_frame {
+                    return Poll::Ready(Err(Fail::Protocol(
+                        Reason::FRAME_TOO_LARGE,
+                        format!(
+                            "frame of {} bytes exceeds MAX_FRAME {}",
+                            h.len, local.max_frame
+                        ),
+                    )));
+                }
+                let total = FRAME_HEADER_LEN + h.len as usize;
+                if self.buf.len() >= total {
+                    let mut payload = self.buf.split_to(total).freeze();
+                    payload.advance(FRAME_HEADER_LEN);
+                    return Poll::Ready(
+                        Frame::parse_in(framing, h, payload, local)
+                            .map(Some)
+                            .map_err(|Malformed(why)| {
+                                Fail::Protocol(Reason::PROTOCOL_ERROR, why.to_owned())
+                            }),
+                    );
+                }
+                self.buf.reserve(total - self.buf.len());
+            }
+            if self.fin {
+                return Poll::Ready(if self.buf.is_empty() {
+                    Ok(None)
+                } else {
+                    Err(Fail::Protocol(
+                        Reason::PROTOCOL_ERROR,
+                        "stream ended inside a frame".to_owned(),
+                    ))
+                });
+            }
+            if self.buf.capacity() - self.buf.len() < 1024 {
+                self.buf.reserve(READ_CHUNK);
+            }
+            match tokio_util::io::poll_read_buf(Pin::new(&mut self.stream), cx, &mut self.buf) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Ok(0)) => self.fin = true,
+                Poll::Ready(Ok(_)) => {}
+                Poll::Ready(Err(e)) => {
+                    let e = e
+                        .into_inner()
+                        .and_then(|e| e.downcast::<ReadError>().ok())
+                        .map(|e| *e);
+                    return Poll::Ready(Err(match e {
+                        Some(ReadError::Reset(code)) => Fail::Reset(code),
+                        Some(ReadError::ConnectionLost(e)) => Fail::Lost(e),
+                        _ => Fail::Protocol(Reason::INTERNAL_ERROR, "stream read failed".into()),
+                    }));
+                }
+            }
+        }
+    }
+
+    /// Takes the end of the stream if it is already there, so dropping
+    /// the reader does not ask the peer to stop sending.
+    fn poll_fin(&mut self, cx: &mut Context<'_>) {
+        if self.fin || !self.buf.is_empty() {
+            return;
+        }
+        let mut probe = BytesMut::with_capacity(64);
+        if let Poll::Ready(Ok(0)) =
+            tokio_util::io::poll_read_buf(Pin::new(&mut self.stream), cx, &mut probe)
+        {
+            self.fin = true;
+        }
+    }
+}
+
+/// Encoded frames of a call waiting for its stream.
+struct Sender {
+    stream: SendStream,
+    out: Out,
+    queue: VecDeque<Bytes>,
+    /// Nothing more may be sent: finished, reset, or `CLOSE` sent.
+    closed: bool,
+}
+
+impl Sender {
+    fn new(stream: SendStream) -> Self {
+        Sender {
+            stream,
+            out: Out::default(),
+            queue: VecDeque::new(),
+            closed: false,
+        }
+    }
+
+    /// Moves what `out` holds to the queue.
+    fn seal(&mut self) {
+        let mut chunks = Vec::new();
+        self.out.drain_into(&mut chunks);
+        self.queue.extend(chunks);
+    }
+
+    /// Writes the queue into the stream.
+    fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), WriteError>> {
+        while let Some(front) = self.queue.front_mut() {
+            match Pin::new(&mut self.stream).poll_write(cx, front) {
+                Poll::Ready(Ok(n)) => {
+                    front.advance(n);
+                    if front.is_empty() {
+                        self.queue.pop_front();
+                    }
+                }
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    /// Flushes without waiting; the rest goes with the next write.
+    fn try_flush(&mut self) {
+        let mut cx = Context::from_waker(Waker::noop());
+        let _ = self.poll_flush(&mut cx);
+    }
+
+    fn reset(&mut self, code: Code) {
+        self.closed = true;
+        self.queue.clear();
+        let _ = self.stream.reset(code_var(code));
+    }
+}
+
+/// The status for a write that failed.
+fn write_status(q: &QConn, e: WriteError, server: bool) -> Status {
+    match e {
+        WriteError::ConnectionLost(_) => q.conn_status(),
+        _ => call_ended(server),
+    }
+}
+
+/// The receiving side of a call.
+struct Receiver {
+    reader: FrameReader,
+    /// Items parsed ahead (a message and the end that came with it).
+    queue: VecDeque<Item>,
+    /// Nothing more will be read.
+    ended: bool,
+    /// Why the items ended early, if they did.
+    failure: Option<Status>,
+    /// Client: the call's deadline.
+    deadline: Option<Pin<Box<Sleep>>>,
+}
+
+/// Server: what ends a call from outside its handler.
+struct Watch {
+    /// The client's `STOP_SENDING` (or the connection's end).
+    stopped: Pin<Box<dyn Future<Output = Result<Option<VarInt>, StoppedError>> + Send + Sync>>,
+    /// The deadline the client gave.
+    deadline: Option<Pin<Box<Sleep>>>,
+    cancelled: Option<Code>,
+    /// The deadline (not the client) cancelled the call.
+    expired: bool,
+}
+
+/// One call on its QUIC stream.
+pub(crate) struct QCall {
+    conn: Arc<QConn>,
+    index: u64,
+    client: bool,
+    recv: Mutex<Receiver>,
+    send: Mutex<Sender>,
+    watch: Option<Mutex<Watch>>,
+    _slot: CallSlot,
+}
+
+impl QCall {
+    pub(crate) fn index(&self) -> u64 {
+        self.index
+    }
+
+    pub(crate) fn peer(&self) -> &Arc<PeerInfo> {
+        &self.conn.peer
+    }
+
+    pub(crate) fn poll_item(&self, cx: &mut Context<'_>) -> Poll<Option<Item>> {
+        let mut r = lock(&self.recv);
+        if let Some(item) = r.queue.pop_front() {
+            return Poll::Ready(Some(item));
+        }
+        if r.ended {
+            return Poll::Ready(None);
+        }
+        if let Some(d) = r.deadline.as_mut()
+            && d.as_mut().poll(cx).is_ready()
+        {
+            r.ended = true;
+            drop(r);
+            self.cancel_stream(Code::DEADLINE_EXCEEDED);
+            return Poll::Ready(Some(Item::Close {
+                head: close_head(Code::DEADLINE_EXCEEDED, "deadline exceeded"),
+                headers: None,
+                message: None,
+            }));
+        }
+        let local = &self.conn.local;
+        let frame = match r.reader.poll_frame(cx, Framing::QuicCall, local) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(f) => f,
+        };
+        let item = match (frame, self.client) {
+            (Ok(Some(Frame::Headers { metadata, .. })), true) => Item::Headers(metadata),
+            (Ok(Some(Frame::Message { message, .. })), true) => Item::Message(message),
+            (
+                Ok(Some(Frame::Close {
+                    head,
+                    headers,
+                    message,
+                    ..
+                })),
+                true,
+            ) => {
+                r.ended = true;
+                r.reader.poll_fin(cx);
+                Item::Close {
+                    head,
+                    headers,
+                    message,
+                }
+            }
+            (Ok(Some(Frame::Message { message, end, .. })), false) => {
+                if end {
+                    r.ended = true;
+                    r.queue.push_back(Item::End);
+                    r.reader.poll_fin(cx);
+                }
+                Item::Message(message)
+            }
+            (Ok(Some(Frame::End { .. })) | Ok(None), false) => {
+                r.ended = true;
+                r.reader.poll_fin(cx);
+                Item::End
+            }
+            (Ok(Some(_)), _) => {
+                let why = if self.client {
+                    "a server sent a frame other than HEADERS, MESSAGE or CLOSE on a call"
+                } else {
+                    "a client sent a frame other than MESSAGE or END after OPEN"
+                };
+                return self.fail_read(&mut r, Fail::Protocol(Reason::PROTOCOL_ERROR, why.into()));
+            }
+            (Ok(None), true) => {
+                r.ended = true;
+                r.failure = Some(Status::internal("server ended the call without a status"));
+                return Poll::Ready(None);
+            }
+            (Err(fail), _) => return self.fail_read(&mut r, fail),
+        };
+        Poll::Ready(Some(item))
+    }
+
+    /// Ends the items with the status `fail` explains.
+    fn fail_read(&self, r: &mut Receiver, fail: Fail) -> Poll<Option<Item>> {
+        r.ended = true;
+        r.failure = Some(match fail {
+            Fail::Reset(code) if self.client => {
+                Status::new(code_of(code), "call reset by the server")
+            }
+            Fail::Reset(code) => match code_of(code) {
+                Code::DEADLINE_EXCEEDED => Status::deadline_exceeded("deadline exceeded"),
+                _ => Status::cancelled("call cancelled by the client"),
+            },
+            Fail::Lost(e) => Status::unavailable(describe(&e)),
+            Fail::Protocol(reason, why) => {
+                self.conn.fail(reason, &why);
+                self.conn.conn_status()
+            }
+        });
+        Poll::Ready(None)
+    }
+
+    pub(crate) fn end_status(&self) -> Status {
+        let r = lock(&self.recv);
+        match &r.failure {
+            Some(s) => s.clone(),
+            None if self.client => self.conn.conn_status(),
+            None => Status::cancelled("call cancelled"),
+        }
+    }
+
+    /// Resets both directions with `code` (§11 cancellation).
+    fn cancel_stream(&self, code: Code) {
+        let _ = lock(&self.recv).reader.stream.stop(code_var(code));
+        lock(&self.send).reset(code);
+    }
+
+    pub(crate) fn abandon(&self, code: Code) {
+        {
+            let mut r = lock(&self.recv);
+            if r.ended && r.queue.is_empty() {
+                return;
+            }
+            r.ended = true;
+            r.queue.clear();
+        }
+        self.cancel_stream(code);
+    }
+
+    pub(crate) fn fail(&self, status: &Status) {
+        self.abandon(Code::CANCELLED);
+        let mut r = lock(&self.recv);
+        r.queue.clear();
+        r.queue.push_back(Item::Close {
+            head: close_head_of(status),
+            headers: None,
+            message: None,
+        });
+    }
+
+    pub(crate) fn finish(&self) -> Result<(), ()> {
+        let mut s = lock(&self.send);
+        if s.closed {
+            return Err(());
+        }
+        s.closed = true;
+        if !s.queue.is_empty() {
+            // A send was dropped halfway through a frame: the stream cannot
+            // go on.
+            s.reset(Code::CANCELLED);
+            return Err(());
+        }
+        s.stream.finish().map_err(|_| ())
+    }
+
+    /// Checks a message against the peer's limits.
+    fn check_size(&self, len: usize) -> Result<(), Status> {
+        let max = self.conn.remote.max_message;
+        if len > max as usize {
+            return Err(too_large_status(len, max));
+        }
+        Ok(())
+    }
+
+    pub(crate) async fn send(&self, message: Bytes) -> Result<(), Status> {
+        self.check_size(message.len())?;
+        {
+            let mut s = lock(&self.send);
+            if s.closed {
+                return Err(call_ended(!self.client));
+            }
+            s.out.message(0, message, false);
+            s.seal();
+        }
+        poll_fn(|cx| lock(&self.send).poll_flush(cx))
+            .await
+            .map_err(|e| write_status(&self.conn, e, !self.client))
+    }
+
+    pub(crate) fn send_headers(&self, headers: &Metadata) {
+        if metadata_len(headers) > self.conn.remote.max_metadata as usize {
+            return; // the CLOSE reports it (see `close`)
+        }
+        let mut s = lock(&self.send);
+        if s.closed {
+            return;
+        }
+        s.out.headers(0, headers);
+        s.seal();
+        s.try_flush();
+    }
+
+    pub(crate) async fn close(
+        &self,
+        head: &CloseHead,
+        headers: Option<&Metadata>,
+        message: Option<Bytes>,
+    ) {
+        let max_md = self.conn.remote.max_metadata as usize;
+        {
+            let mut s = lock(&self.send);
+            if s.closed {
+                return;
+            }
+            s.closed = true;
+            if message
+                .as_ref()
+                .is_some_and(|m| self.check_size(m.len()).is_err())
+            {
+                s.out.close(0, &too_large_close(), None, None);
+            } else if metadata_len(&head.trailers) > max_md
+                || headers.is_some_and(|h| metadata_len(h) > max_md)
+            {
+                let head = close_head(
+                    Code::INTERNAL,
+                    "response metadata exceeds the client's MAX_METADATA",
+                );
+                s.out.close(0, &head, None, None);
+            } else {
+                s.out.close(0, head, headers, message);
+            }
+            s.seal();
+        }
+        if poll_fn(|cx| lock(&self.send).poll_flush(cx)).await.is_ok() {
+            let _ = lock(&self.send).stream.finish();
+        }
+    }
+
+    pub(crate) fn take_single(&self) -> Option<Bytes> {
+        let mut r = lock(&self.recv);
+        if r.queue.len() != 2 || !matches!(r.queue.back(), Some(Item::End)) {
+            return None;
+        }
+        match r.queue.pop_front() {
+            Some(Item::Message(m)) => {
+                r.queue.clear();
+                Some(m)
+            }
+            other => {
+                if let Some(i) = other {
+                    r.queue.push_front(i);
+                }
+                None
+            }
+        }
+    }
+
+    pub(crate) fn poll_cancelled(&self, cx: &mut Context<'_>) -> Poll<Code> {
+        let Some(watch) = &self.watch else {
+            return Poll::Pending;
+        };
+        let mut w = lock(watch);
+        if let Some(c) = w.cancelled {
+            return Poll::Ready(c);
+        }
+        if let Some(d) = w.deadline.as_mut()
+            && d.as_mut().poll(cx).is_ready()
+        {
+            w.expired = true;
+            w.cancelled = Some(Code::DEADLINE_EXCEEDED);
+            return Poll::Ready(Code::DEADLINE_EXCEEDED);
+        }
+        match w.stopped.as_mut().poll(cx) {
+            Poll::Ready(Ok(Some(code))) => {
+                let c = match code_of(code) {
+                    Code::DEADLINE_EXCEEDED => Code::DEADLINE_EXCEEDED,
+                    _ => Code::CANCELLED,
+                };
+                w.cancelled = Some(c);
+                Poll::Ready(c)
+            }
+            // Finished and acknowledged: the response is out, nothing can
+            // cancel the call any more.
+            Poll::Ready(Ok(None)) => {
+                w.stopped = Box::pin(std::future::pending());
+                Poll::Pending
+            }
+            Poll::Ready(Err(_)) => {
+                w.cancelled = Some(Code::CANCELLED);
+                Poll::Ready(Code::CANCELLED)
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    pub(crate) async fn end_server_call(&self, result: Result<Result<(), BoxError>, Code>) {
+        match result {
+            Ok(r) => {
+                if !lock(&self.send).closed {
+                    self.close(&close_head_of(&unfinished_status(r)), None, None)
+                        .await;
+                }
+            }
+            Err(code) => {
+                let expired = self.watch.as_ref().is_some_and(|w| lock(w).expired);
+                if expired {
+                    // §8: the server ends the call itself when its deadline
+                    // passes.
+                    let head = close_head(Code::DEADLINE_EXCEEDED, "deadline exceeded");
+                    self.close(&head, None, None).await;
+                    let _ = lock(&self.recv).reader.stream.stop(code_var(code));
+                } else {
+                    self.cancel_stream(code);
+                }
+            }
+        }
+    }
+}
+
+/// Writes this side's SETTINGS on a new control stream and reads the
+/// peer's: the first frame of its control stream.
+async fn exchange_settings(
+    connection: &QuicConnection,
+    local: &Settings,
+) -> Result<(SendStream, FrameReader, Settings), (Reason, String)> {
+    let lost = |e: QuicConnectionError| (Reason::NO_ERROR, describe(&e));
+    let mut control = connection.open_uni().await.map_err(lost)?;
+    let mut out = Out::default();
+    out.settings(local);
+    let mut chunks = Vec::new();
+    out.drain_into(&mut chunks);
+    control
+        .write_all_chunks(&mut chunks)
+        .await
+        .map_err(|e| (Reason::NO_ERROR, e.to_string()))?;
+    let recv = connection.accept_uni().await.map_err(lost)?;
+    let mut reader = FrameReader::new(recv);
+    let first = poll_fn(|cx| reader.poll_frame(cx, Framing::QuicControl, local)).await;
+    match first {
+        Ok(Some(Frame::Settings(pairs))) => {
+            let mut remote = Settings::default();
+            remote.apply(&pairs);
+            Ok((control, reader, remote))
+        }
+        Ok(Some(_)) => Err((
+            Reason::PROTOCOL_ERROR,
+            "the first frame on a control stream must be SETTINGS".into(),
+        )),
+        Ok(None) => Err((Reason::PROTOCOL_ERROR, "control stream ended".into())),
+        Err(Fail::Protocol(reason, why)) => Err((reason, why)),
+        Err(Fail::Reset(_)) => Err((Reason::PROTOCOL_ERROR, "control stream reset".into())),
+        Err(Fail::Lost(e)) => Err(lost(e)),
+    }
+}
+
+/// Exchanges SETTINGS within the handshake timeout, closing the
+/// connection if that fails.
+async fn start_connection(
+    connection: &QuicConnection,
+    limits: &Limits,
+) -> Result<(SendStream, FrameReader, Settings, Settings), String> {
+    let local = proto_config(limits).settings;
+    let timeout = limits.handshake_timeout;
+    match tokio::time::timeout(timeout, exchange_settings(connection, &local)).await {
+        Ok(Ok((control, reader, remote))) => Ok((control, reader, local, remote)),
+        Ok(Err((reason, why))) => {
+            if reason != Reason::NO_ERROR {
+                connection.close(VarInt::from_u32(reason.0), why.as_bytes());
+            }
+            Err(why)
+        }
+        Err(_) => {
+            let why = "peer sent no SETTINGS within the handshake timeout";
+            connection.close(
+                VarInt::from_u32(Reason::HANDSHAKE_TIMEOUT.0),
+                why.as_bytes(),
+            );
+            Err(why.to_owned())
+        }
+    }
+}
+
+/// Reads the peer's control stream after its SETTINGS: only GOAWAY may
+/// follow (a client learns it may start no more calls).
+async fn watch_control(q: Arc<QConn>, mut reader: FrameReader) {
+    loop {
+        let frame = poll_fn(|cx| reader.poll_frame(cx, Framing::QuicControl, &q.local)).await;
+        match frame {
+            Ok(Some(Frame::GoAway { .. })) => lock(&q.state).goaway = true,
+            Ok(Some(_)) => return q.fail(Reason::PROTOCOL_ERROR, "SETTINGS sent twice"),
+            Ok(None) | Err(Fail::Reset(_)) => {
+                return q.fail(Reason::PROTOCOL_ERROR, "control stream ended");
+            }
+            Err(Fail::Protocol(reason, why)) => return q.fail(reason, &why),
+            Err(Fail::Lost(_)) => return,
+        }
+    }
+}
+
+/// Client: connects and exchanges SETTINGS.
+pub(crate) async fn connect(
+    connector: &QuicConnector,
+    url: &Url,
+    limits: &Limits,
+) -> Result<Arc<QConn>, String> {
+    let conn = connector.connect(url).await.map_err(|e| e.to_string())?;
+    let (connection, peer, guard) = conn.into_parts();
+    let (control, reader, local, remote) = start_connection(&connection, limits).await?;
+    let q = QConn::new(
+        connection,
+        peer,
+        guard,
+        local,
+        remote,
+        control,
+        limits.handshake_timeout,
+    );
+    tokio::spawn(watch_control(q.clone(), reader));
+    Ok(q)
+}
+
+/// Client: opens a call on its own stream and sends its OPEN frame.
+pub(crate) async fn open(
+    q: &Arc<QConn>,
+    head: &mut OpenHead,
+    deadline: Option<Instant>,
+    message: Option<Bytes>,
+    end: bool,
+) -> Result<Link, SendError> {
+    if !q.usable() {
+        return Err(SendError::Closed);
+    }
+    // What the server would reject fails this call alone (§4.2, §5.1).
+    if head.method.first() != Some(&b'/') || head.method.len() > MAX_METHOD {
+        return Err(SendError::Invalid(
+            "method must start with '/' and be at most 1024 bytes",
+        ));
+    }
+    if metadata_len(&head.metadata) > q.remote.max_metadata as usize {
+        return Err(SendError::Invalid(
+            "request metadata exceeds the server's MAX_METADATA",
+        ));
+    }
+    if let Some(m) = &message
+        && m.len() > q.remote.max_message as usize
+    {
+        return Err(SendError::TooLarge {
+            size: m.len(),
+            max: q.remote.max_message,
+        });
+    }
+    let max = q.remote.max_concurrent_streams;
+    let slot = q
+        .take_slot(Some(max))
+        .ok_or(SendError::TooManyStreams { max })?;
+    // Waits for QUIC stream credit: the server's limit allows this call,
+    // so credit for it is at most a round trip away.
+    let (send, recv) = q
+        .connection
+        .open_bi()
+        .await
+        .map_err(|_| SendError::Closed)?;
+    head.timeout = time_left(deadline, Instant::now())?;
+    let call = QCall {
+        conn: q.clone(),
+        index: send.id().index(),
+        client: true,
+        recv: Mutex::new(Receiver {
+            reader: FrameReader::new(recv),
+            queue: VecDeque::new(),
+            ended: false,
+            failure: None,
+            deadline: deadline.map(|d| Box::pin(tokio::time::sleep_until(d.into()))),
+        }),
+        send: Mutex::new(Sender::new(send)),
+        watch: None,
+        _slot: slot,
+    };
+    {
+        let mut s = lock(&call.send);
+        s.out.open(0, head, message, end);
+        s.seal();
+    }
+    match poll_fn(|cx| lock(&call.send).poll_flush(cx)).await {
+        Ok(()) => {}
+        Err(WriteError::ConnectionLost(_)) => return Err(SendError::Closed),
+        // Stopped by the server: its CLOSE says why.
+        Err(_) => {}
+    }
+    if end {
+        let _ = call.finish();
+    }
+    Ok(Link::Quic(Arc::new(call)))
+}
+
+/// Server: serves calls on QUIC connections from `listener` until
+/// `shutdown`, then drains like the byte-stream server (see
+/// `Server::serve_service`).
+pub(crate) async fn serve<S, F>(
+    listener: QuicListener,
+    service: S,
+    limits: Limits,
+    drain_timeout: Duration,
+    shutdown: F,
+) where
+    S: Service<ServerCall, Response = ()> + Clone + Send + 'static,
+    S::Error: Into<BoxError>,
+    S::Future: Send + 'static,
+    F: Future<Output = ()>,
+{
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let conns: Arc<ConnSet<Arc<QConn>>> = Arc::new(ConnSet::default());
+    let listener = Arc::new(listener);
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            incoming = listener.accept() => {
+                let Some(incoming) = incoming else { break };
+                let service = service.clone();
+                let limits = limits.clone();
+                let conns = conns.clone();
+                let mut stop = stop_rx.clone();
+                tokio::spawn(async move {
+                    let conn = tokio::select! {
+                        c = incoming.handshake() => c,
+                        _ = stop.wait_for(|s| *s) => return,
+                    };
+                    let Ok(conn) = conn else { return };
+                    serve_connection(conn, service, limits, conns, stop).await;
+                });
+            }
+        }
+    }
+    let _ = stop_tx.send(true);
+    // While draining, connection attempts are refused at once instead of
+    // waiting for a handshake that will never be served.
+    let refuse = {
+        let listener = listener.clone();
+        tokio::spawn(async move {
+            while let Some(incoming) = listener.accept().await {
+                drop(incoming);
+            }
+        })
+    };
+    let deadline = tokio::time::Instant::now() + drain_timeout;
+    while !conns.is_empty() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    for q in conns.all() {
+        q.close_now("server shut down");
+    }
+    let end = tokio::time::Instant::now() + Duration::from_secs(1);
+    while !conns.is_empty() && tokio::time::Instant::now() < end {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    refuse.abort();
+    // Let the CONNECTION_CLOSE frames go out before the endpoint goes.
+    listener.close(0, b"server shut down");
+}
+
+/// Server: one connection, from its SETTINGS to its end.
+async fn serve_connection<S>(
+    conn: zap_transport::quic::QuicConn,
+    service: S,
+    limits: Limits,
+    conns: Arc<ConnSet<Arc<QConn>>>,
+    mut stop: watch::Receiver<bool>,
+) where
+    S: Service<ServerCall, Response = ()> + Clone + Send + 'static,
+    S::Error: Into<BoxError>,
+    S::Future: Send + 'static,
+{
+    let (connection, peer, guard) = conn.into_parts();
+    let Ok((control, reader, local, remote)) = start_connection(&connection, &limits).await else {
+        return;
+    };
+    let q = QConn::new(
+        connection,
+        peer,
+        guard,
+        local,
+        remote,
+        control,
+        limits.handshake_timeout,
+    );
+    let key = conns.insert(q.clone());
+    tokio::spawn(watch_control(q.clone(), reader));
+    let mut last = 0u64;
+    let mut draining = false;
+    loop {
+        tokio::select! {
+            stream = q.connection.accept_bi() => {
+                let Ok((send, recv)) = stream else { break };
+                if draining {
+                    tokio::spawn(refuse_call(send));
+                } else {
+                    last = last.max(send.id().index());
+                    tokio::spawn(run_stream(q.clone(), service.clone(), send, recv));
+                }
+            }
+            _ = async { let _ = stop.wait_for(|s| *s).await; }, if !draining => {
+                draining = true;
+                q.goaway(last, "server shutting down").await;
+            }
+            _ = q.idle.notified(), if draining => {}
+        }
+        if draining && q.open_calls() == 0 {
+            q.fail(Reason::NO_ERROR, "drained");
+            break;
+        }
+    }
+    conns.remove(key);
+}
+
+/// Answers a call that arrived after GOAWAY.
+async fn refuse_call(mut send: SendStream) {
+    let mut out = Out::default();
+    out.close(
+        0,
+        &close_head(Code::UNAVAILABLE, "server shutting down"),
+        None,
+        None,
+    );
+    let mut chunks = Vec::new();
+    out.drain_into(&mut chunks);
+    if send.write_all_chunks(&mut chunks).await.is_ok() {
+        let _ = send.finish();
+    }
+}
+
+/// Server: reads a call's OPEN and runs it.
+async fn run_stream<S>(q: Arc<QConn>, service: S, send: SendStream, recv: RecvStream)
+where
+    S: Service<ServerCall, Response = ()> + Send,
+    S::Error: Into<BoxError>,
+    S::Future: Send,
+{
+    let Some(slot) = q.take_slot(None) else {
+        return;
+    };
+    let mut reader = FrameReader::new(recv);
+    let local = q.local;
+    let first = tokio::time::timeout(
+        q.open_timeout,
+        poll_fn(|cx| reader.poll_frame(cx, Framing::QuicCall, &local)),
+    )
+    .await;
+    let (head, message, end) = match first {
+        Ok(Ok(Some(Frame::Open {
+            head, message, end, ..
+        }))) => (head, message, end),
+        Ok(Ok(Some(_))) => {
+            return q.fail(Reason::PROTOCOL_ERROR, "a call stream must start with OPEN");
+        }
+        Ok(Err(Fail::Protocol(reason, why))) => return q.fail(reason, &why),
+        // Ended, reset or lost before its OPEN: nothing to answer.
+        Ok(Ok(None)) | Ok(Err(_)) => return,
+        Err(_) => {
+            let mut send = send;
+            let _ = send.reset(code_var(Code::CANCELLED));
+            return;
+        }
+    };
+    if end {
+        // The request is all there; take its FIN too if it came along.
+        reader.poll_fin(&mut Context::from_waker(Waker::noop()));
+    }
+    let mut queue = VecDeque::new();
+    if let Some(m) = message {
+        queue.push_back(Item::Message(m));
+    }
+    if end {
+        queue.push_back(Item::End);
+    }
+    let deadline = head.timeout.and_then(|t| Instant::now().checked_add(t));
+    let call = QCall {
+        conn: q.clone(),
+        index: send.id().index(),
+        client: false,
+        watch: Some(Mutex::new(Watch {
+            stopped: Box::pin(send.stopped()),
+            deadline: deadline.map(|d| Box::pin(tokio::time::sleep_until(d.into()))),
+            cancelled: None,
+            expired: false,
+        })),
+        recv: Mutex::new(Receiver {
+            reader,
+            queue,
+            ended: end,
+            failure: None,
+            deadline: None,
+        }),
+        send: Mutex::new(Sender::new(send)),
+        _slot: slot,
+    };
+    serve_call(service, Link::Quic(Arc::new(call)), head).await;
+}
