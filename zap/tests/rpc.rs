@@ -276,6 +276,7 @@ for_each_transport!(
     more_than_a_connection_window,
     large_messages_both_ways_concurrently,
     bidi_flow_control_bounds_buffering,
+    stalled_large_response_does_not_delay_others,
     concurrent_calls_and_slow_handler,
     deadline_exceeded_and_propagation,
     dropping_a_call_cancels_the_handler,
@@ -454,6 +455,48 @@ async fn bidi_flow_control_bounds_buffering(t: Transport) {
         max_ahead <= bound,
         "sender ran {max_ahead} messages ahead (bound {bound}): flow control failed"
     );
+    env.stop().await;
+}
+
+/// A 10 MB response nobody reads stalls on flow control; a small call on
+/// the same connection goes through meanwhile (no head-of-line blocking),
+/// and the big one still arrives whole once read.
+async fn stalled_large_response_does_not_delay_others(t: Transport) {
+    const BIG: usize = 10 << 20;
+    let sent = Arc::new(AtomicBool::new(false));
+    let s2 = sent.clone();
+    let router = echo_router().client_streaming("/test.Big/Get", move |req: Request<Streaming>| {
+        let sent = s2.clone();
+        async move {
+            let mut s = req.into_inner();
+            while s.message().await?.is_some() {}
+            sent.store(true, Ordering::SeqCst);
+            Ok(Response::new(Bytes::from(vec![5u8; BIG])))
+        }
+    });
+    let env = start(t, router).await;
+    let ch = env.channel();
+    let (mut tx, big) = ch.open("/test.Big/Get", Request::new(())).await.unwrap();
+    tx.send(Bytes::from_static(b"go")).await.unwrap();
+    tx.finish().unwrap();
+    wait_flag(&sent).await;
+    // The response is being written and is stuck behind the unread window.
+    for i in 0..20u8 {
+        let r = tokio::time::timeout(
+            Duration::from_secs(5),
+            ch.unary("/test.Echo/Unary", Request::new(Bytes::from(vec![i]))),
+        )
+        .await
+        .expect("a small call waited for the stalled 10 MB response")
+        .unwrap();
+        assert_eq!(r.get_ref().as_ref(), &[i]);
+    }
+    let r = tokio::time::timeout(Duration::from_secs(20), big.into_unary())
+        .await
+        .expect("the stalled response never resumed")
+        .unwrap();
+    assert_eq!(r.get_ref().len(), BIG);
+    assert!(r.get_ref().iter().all(|&b| b == 5));
     env.stop().await;
 }
 
