@@ -43,6 +43,10 @@ use crate::stream::{ConnGuard, PeerInfo};
 use crate::tls::{ALPN, ClientTls, ServerTls};
 use crate::url::{Scheme, Url};
 
+/// Bring-your-own UDP sockets ([`QuicConnector::with_socket`],
+/// [`QuicListener::from_socket`]): quinn's socket abstraction and its
+/// tokio implementation.
+pub use quinn::{AsyncUdpSocket, Runtime, TokioRuntime, UdpPoller, udp};
 pub use quinn::{
     Connection as QuicConnection, ConnectionError as QuicConnectionError, ReadError, RecvStream,
     SendDatagramError, SendStream, StoppedError, VarInt, WriteError,
@@ -106,6 +110,25 @@ impl QuicConnector {
             config,
             endpoints: Arc::new(Mutex::new([None, None])),
         })
+    }
+
+    /// Uses `socket` for connections to its address family instead of
+    /// binding one: a socket with options of its own, or one that
+    /// simulates a network (the loss tests wrap a UDP socket that drops
+    /// datagrams).
+    pub fn with_socket(self, socket: Arc<dyn AsyncUdpSocket>) -> io::Result<Self> {
+        let v4 = socket.local_addr()?.is_ipv4();
+        let endpoint = Endpoint::new_with_abstract_socket(
+            quinn::EndpointConfig::default(),
+            None,
+            socket,
+            Arc::new(quinn::TokioRuntime),
+        )?;
+        {
+            let mut eps = self.endpoints.lock().unwrap_or_else(|e| e.into_inner());
+            eps[usize::from(!v4)] = Some(endpoint);
+        }
+        Ok(self)
     }
 
     /// The limits this connector applies.
@@ -183,6 +206,17 @@ impl QuicConnector {
     }
 }
 
+/// The server side's QUIC configuration.
+fn server_config(tls: &ServerTls, limits: &Limits) -> io::Result<quinn::ServerConfig> {
+    let crypto = QuicServerConfig::try_from(tls.config())
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+    let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+    config.transport_config(Arc::new(transport_config(limits)));
+    // Handshakes not yet taken by `accept` are bounded too.
+    config.max_incoming(limits.max_connections.clamp(1, 1 << 16));
+    Ok(config)
+}
+
 /// A bound `zap+quic://` endpoint taking connections.
 pub struct QuicListener {
     endpoint: Endpoint,
@@ -216,13 +250,26 @@ impl QuicListener {
             .await?
             .next()
             .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "host resolved to nothing"))?;
-        let crypto = QuicServerConfig::try_from(tls.config())
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
-        let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
-        config.transport_config(Arc::new(transport_config(&limits)));
-        // Handshakes not yet taken by `accept` are bounded too.
-        config.max_incoming(limits.max_connections.clamp(1, 1 << 16));
-        let endpoint = Endpoint::server(config, addr)?;
+        let endpoint = Endpoint::server(server_config(&tls, &limits)?, addr)?;
+        Self::with_endpoint(endpoint, limits)
+    }
+
+    /// Listens on `socket` (see [`QuicConnector::with_socket`]).
+    pub fn from_socket(
+        socket: Arc<dyn AsyncUdpSocket>,
+        tls: ServerTls,
+        limits: Limits,
+    ) -> io::Result<Self> {
+        let endpoint = Endpoint::new_with_abstract_socket(
+            quinn::EndpointConfig::default(),
+            Some(server_config(&tls, &limits)?),
+            socket,
+            Arc::new(quinn::TokioRuntime),
+        )?;
+        Self::with_endpoint(endpoint, limits)
+    }
+
+    fn with_endpoint(endpoint: Endpoint, limits: Limits) -> io::Result<Self> {
         let local_url = Url::from_socket_addr(Scheme::Quic, endpoint.local_addr()?);
         Ok(Self {
             endpoint,

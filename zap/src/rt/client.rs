@@ -25,6 +25,8 @@ pub struct ChannelBuilder {
     url: Url,
     limits: Limits,
     tls: Option<ClientTls>,
+    #[cfg(feature = "quic")]
+    quic: Option<zap_transport::quic::QuicConnector>,
 }
 
 impl ChannelBuilder {
@@ -42,8 +44,25 @@ impl ChannelBuilder {
         self
     }
 
+    /// `zap+quic://`: connect with this connector (its TLS, limits and UDP
+    /// socket) instead of one made from [`tls`](Self::tls) and
+    /// [`limits`](Self::limits). Channels given clones of one connector
+    /// share its UDP socket.
+    #[cfg(feature = "quic")]
+    #[must_use]
+    pub fn quic_connector(mut self, connector: zap_transport::quic::QuicConnector) -> Self {
+        self.quic = Some(connector);
+        self
+    }
+
     /// A channel that connects on its first call.
     pub fn connect_lazy(self) -> Channel {
+        #[cfg(feature = "quic")]
+        let connector = match self.quic {
+            Some(c) => Connectors::Quic(c),
+            None => Connectors::new(&self.url, &self.limits, self.tls),
+        };
+        #[cfg(not(feature = "quic"))]
         let connector = Connectors::new(&self.url, &self.limits, self.tls);
         Channel {
             inner: Arc::new(ChannelInner {
@@ -194,12 +213,15 @@ impl fmt::Debug for Channel {
 }
 
 impl Channel {
-    /// A builder for `url` (`zap://`, `zaps://`, `zap+unix://`).
+    /// A builder for `url` (`zap://`, `zaps://`, `zap+unix://`, and
+    /// `zap+quic://` with the `quic` feature).
     pub fn builder(url: Url) -> ChannelBuilder {
         ChannelBuilder {
             url,
             limits: Limits::default(),
             tls: None,
+            #[cfg(feature = "quic")]
+            quic: None,
         }
     }
 
