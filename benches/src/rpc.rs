@@ -24,6 +24,13 @@
 //!   the request bytes; the client is a [`zap::Channel`] sending a `Block`
 //!   encoded once per size and validating the response as a `Block`.
 //!
+//! Over QUIC (`Transport::Quic`, TLS 1.3 on loopback UDP, certificates
+//! made at start-up) the floor is [`Impl::Raw`] as a stream-per-request
+//! echo written directly on quinn: the client opens a bidirectional
+//! stream, writes the body and finishes, the server reads to the end and
+//! writes it back; every call is its own task, 64 in flight for
+//! throughput. ZAP runs `zap+quic://`, its own stream-per-call mapping.
+//!
 //! The payload size is the body size: the raw and mux frames carry exactly
 //! the body; the tonic and ZAP messages are the whole `Block` (~80 bytes
 //! more, which only matters at 64 B).
@@ -50,7 +57,9 @@ use tokio::runtime::Runtime;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::task::JoinHandle;
 use zap::Message as _;
-use zap::transport::{Limits, Listener, Url};
+use zap::transport::quic::{QuicConnection, QuicConnector, QuicListener};
+use zap::transport::test_certs::TestPki;
+use zap::transport::{ClientTls, Limits, Listener, ServerTls, Url};
 
 use crate::pb::echo_client::EchoClient;
 use crate::pb::echo_server::{Echo, EchoServer};
@@ -115,9 +124,14 @@ impl Impl {
     }
 
     /// Whether this implementation is measured over `transport` (tonic
-    /// runs over TCP only).
+    /// runs over TCP only; over QUIC the floor is the raw stream-per-request
+    /// echo, and there is no mux client).
     pub fn supports(self, transport: Transport) -> bool {
-        self != Impl::Tonic || transport == Transport::Tcp
+        match transport {
+            Transport::Tcp => true,
+            Transport::Unix => self != Impl::Tonic,
+            Transport::Quic => matches!(self, Impl::Zap | Impl::Raw),
+        }
     }
 }
 
@@ -128,17 +142,20 @@ pub enum Transport {
     Tcp,
     /// A Unix domain socket in the temp dir.
     Unix,
+    /// QUIC over 127.0.0.1 (quinn, TLS 1.3), one stream per call.
+    Quic,
 }
 
 impl Transport {
     /// Every transport, in report order.
-    pub const ALL: [Transport; 2] = [Transport::Tcp, Transport::Unix];
+    pub const ALL: [Transport; 3] = [Transport::Tcp, Transport::Unix, Transport::Quic];
 
     /// The name used in reports.
     pub fn name(self) -> &'static str {
         match self {
             Transport::Tcp => "tcp",
             Transport::Unix => "unix",
+            Transport::Quic => "quic",
         }
     }
 }
@@ -231,6 +248,39 @@ pub fn default_workers() -> usize {
 enum Addr {
     Tcp(SocketAddr),
     Unix(PathBuf),
+    Quic(SocketAddr),
+}
+
+/// The certificates of the QUIC rows, made once per process.
+fn pki() -> &'static TestPki {
+    static PKI: std::sync::OnceLock<TestPki> = std::sync::OnceLock::new();
+    PKI.get_or_init(TestPki::generate)
+}
+
+fn quic_server_tls() -> Result<ServerTls, Error> {
+    let pki = pki();
+    Ok(ServerTls::from_pem(
+        pki.server_cert_pem.as_bytes(),
+        pki.server_key_pem.as_bytes(),
+    )?)
+}
+
+fn quic_client_tls() -> Result<ClientTls, Error> {
+    Ok(ClientTls::with_roots_pem(pki().ca_pem.as_bytes())?)
+}
+
+async fn quic_listener() -> Result<(QuicListener, Addr), Error> {
+    let l = QuicListener::bind(
+        &Url::parse("zap+quic://127.0.0.1:0")?,
+        quic_server_tls()?,
+        Limits::default(),
+    )
+    .await?;
+    let url = l.local_url();
+    let (Some(host), Some(port)) = (url.host(), url.port()) else {
+        return Err("QUIC listener has no address".into());
+    };
+    Ok((l, Addr::Quic(SocketAddr::new(host.parse()?, port))))
 }
 
 /// A running echo server (on the runtime it was started on). Dropping it
@@ -269,8 +319,20 @@ impl Server {
         if !imp.supports(transport) {
             return Err(format!("{} does not run over {}", imp.name(), transport.name()).into());
         }
-        let (addr, accept) = match imp {
-            Impl::Raw | Impl::Mux => match transport {
+        let (addr, accept) = match (imp, transport) {
+            (Impl::Raw, Transport::Quic) => {
+                let (l, addr) = quic_listener().await?;
+                (addr, tokio::spawn(raw_quic_accept(l)))
+            }
+            (Impl::Zap, Transport::Quic) => {
+                let (l, addr) = quic_listener().await?;
+                let router = zap::Router::new().unary(METHOD, zap_echo);
+                let accept = tokio::spawn(async move {
+                    let _ = zap::Server::builder().serve(l, router).await;
+                });
+                (addr, accept)
+            }
+            (Impl::Raw | Impl::Mux, _) => match transport {
                 Transport::Tcp => {
                     let l = TcpListener::bind("127.0.0.1:0").await?;
                     let addr = Addr::Tcp(l.local_addr()?);
@@ -282,10 +344,11 @@ impl Server {
                     let l = UnixListener::bind(&path)?;
                     (Addr::Unix(path), tokio::spawn(raw_accept_unix(l)))
                 }
+                Transport::Quic => unreachable!("checked by `supports`"),
             },
-            Impl::Zap => {
+            (Impl::Zap, _) => {
                 let (url, addr) = match transport {
-                    Transport::Tcp => (Url::parse("zap://127.0.0.1:0")?, None),
+                    Transport::Tcp | Transport::Quic => (Url::parse("zap://127.0.0.1:0")?, None),
                     Transport::Unix => {
                         let path = socket_path();
                         let _ = std::fs::remove_file(&path);
@@ -310,7 +373,7 @@ impl Server {
                 });
                 (addr, accept)
             }
-            Impl::Tonic => {
+            (Impl::Tonic, _) => {
                 let l = TcpListener::bind("127.0.0.1:0").await?;
                 let addr = Addr::Tcp(l.local_addr()?);
                 let incoming =
@@ -335,7 +398,27 @@ impl Server {
         Ok(match &self.addr {
             Addr::Tcp(a) => Url::parse(&format!("zap://{a}"))?,
             Addr::Unix(p) => Url::parse(&format!("zap+unix://{}", p.display()))?,
+            Addr::Quic(a) => Url::parse(&format!("zap+quic://localhost:{}", a.port()))?,
         })
+    }
+}
+
+/// The raw QUIC echo: every bidirectional stream is one call.
+async fn raw_quic_accept(l: QuicListener) {
+    while let Some(incoming) = l.accept().await {
+        tokio::spawn(async move {
+            let Ok(conn) = incoming.handshake().await else {
+                return;
+            };
+            while let Ok((mut send, mut recv)) = conn.connection.accept_bi().await {
+                tokio::spawn(async move {
+                    let body = recv.read_to_end(MAX_MESSAGE).await?;
+                    send.write_all(&body).await?;
+                    send.finish()?;
+                    Ok::<(), Error>(())
+                });
+            }
+        });
     }
 }
 
@@ -444,6 +527,7 @@ impl Stream {
                 Stream::Tcp(s)
             }
             Addr::Unix(p) => Stream::Unix(UnixStream::connect(p).await?),
+            Addr::Quic(_) => return Err(io::ErrorKind::Unsupported.into()),
         })
     }
 }
@@ -674,6 +758,7 @@ enum Kind {
     Mux(MuxClient),
     Tonic(EchoClient<tonic::transport::Channel>),
     Zap(zap::Channel),
+    RawQuic(QuicConnection),
 }
 
 /// A client of one implementation, connected to its [`Server`], calling
@@ -688,6 +773,10 @@ impl Client {
     /// Connects to `server` (one connection) to echo `payload`.
     pub async fn connect(server: &Server, payload: &Payload) -> Result<Client, Error> {
         let kind = match server.imp {
+            Impl::Raw if matches!(server.addr, Addr::Quic(_)) => {
+                let c = QuicConnector::new(Limits::default(), quic_client_tls()?)?;
+                Kind::RawQuic(c.connect(&server.zap_url()?).await?.connection)
+            }
             Impl::Raw => Kind::Raw(RawClient {
                 r: BufReader::with_capacity(BUF, Stream::connect(&server.addr).await?),
                 frame: Vec::new(),
@@ -708,7 +797,13 @@ impl Client {
                         .max_encoding_message_size(MAX_MESSAGE),
                 )
             }
-            Impl::Zap => Kind::Zap(zap::Channel::builder(server.zap_url()?).connect().await?),
+            Impl::Zap => {
+                let mut b = zap::Channel::builder(server.zap_url()?);
+                if matches!(server.addr, Addr::Quic(_)) {
+                    b = b.tls(quic_client_tls()?);
+                }
+                Kind::Zap(b.connect().await?)
+            }
         };
         Ok(Client {
             kind,
@@ -724,6 +819,7 @@ impl Client {
             Kind::Mux(c) => Kind::Mux(c.clone()),
             Kind::Tonic(c) => Kind::Tonic(c.clone()),
             Kind::Zap(c) => Kind::Zap(c.clone()),
+            Kind::RawQuic(c) => Kind::RawQuic(c.clone()),
         };
         Some(Client {
             kind,
@@ -754,6 +850,12 @@ impl Client {
                     return Err("bad echo: height".into());
                 }
                 p.check(v.body())
+            }
+            Kind::RawQuic(c) => {
+                let (mut send, mut recv) = c.open_bi().await?;
+                send.write_all(&p.body).await?;
+                send.finish()?;
+                p.check(&recv.read_to_end(MAX_MESSAGE).await?)
             }
         }
     }
@@ -813,13 +915,14 @@ pub async fn latency(client: &mut Client, timing: Timing) -> Result<Latency, Err
 }
 
 /// Completed calls per second with [`INFLIGHT`] calls in flight on one
-/// connection to `server`: the pipelined raw client for [`Impl::Raw`],
-/// otherwise [`INFLIGHT`] tasks looping calls on clones of one client.
+/// connection to `server`: the pipelined raw client for [`Impl::Raw`] on
+/// a byte stream, otherwise [`INFLIGHT`] tasks looping calls on clones of one client.
 /// Counted over the window after the warm-up. Run it in a spawned task.
 pub async fn throughput(server: &Server, payload: &Payload, timing: Timing) -> Result<f64, Error> {
     let done = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
-    let tasks: Vec<JoinHandle<Result<(), Error>>> = if server.imp == Impl::Raw {
+    let pipelined_raw = server.imp == Impl::Raw && !matches!(server.addr, Addr::Quic(_));
+    let tasks: Vec<JoinHandle<Result<(), Error>>> = if pipelined_raw {
         let p = payload.body.clone();
         match Stream::connect(&server.addr).await? {
             Stream::Tcp(s) => {
@@ -852,7 +955,7 @@ pub async fn throughput(server: &Server, payload: &Payload, timing: Timing) -> R
     tokio::time::sleep(timing.window).await;
     let (c1, elapsed) = (done.load(Ordering::Relaxed), t0.elapsed());
     stop.store(true, Ordering::Relaxed);
-    if server.imp == Impl::Raw {
+    if pipelined_raw {
         for t in &tasks {
             t.abort();
         }

@@ -207,8 +207,10 @@ pub(crate) enum Framing {
     /// A byte stream carrying the whole connection (§3).
     Connection,
     /// A QUIC stream carrying one call (§11).
+    #[cfg(feature = "quic")]
     QuicCall,
     /// A QUIC unidirectional control stream (§11).
+    #[cfg(feature = "quic")]
     QuicControl,
 }
 
@@ -317,26 +319,28 @@ impl Frame {
         local: &Settings,
     ) -> Result<Frame, Malformed> {
         let kind = Kind::from_u8(h.kind).ok_or(Malformed("unknown frame type"))?;
-        let call_frame = matches!(
-            kind,
-            Kind::Open | Kind::Message | Kind::Headers | Kind::Close | Kind::End
-        );
-        match framing {
-            Framing::Connection => {}
-            Framing::QuicCall if !call_frame => {
-                return Err(Malformed("frame type not allowed on a QUIC call stream"));
-            }
-            Framing::QuicControl if !matches!(kind, Kind::Settings | Kind::GoAway) => {
-                return Err(Malformed("frame type not allowed on a QUIC control stream"));
-            }
+        let quic_call = match framing {
+            Framing::Connection => false,
+            #[cfg(feature = "quic")]
             Framing::QuicCall | Framing::QuicControl => {
+                let allowed = if framing == Framing::QuicCall {
+                    matches!(
+                        kind,
+                        Kind::Open | Kind::Message | Kind::Headers | Kind::Close | Kind::End
+                    )
+                } else {
+                    matches!(kind, Kind::Settings | Kind::GoAway)
+                };
+                if !allowed {
+                    return Err(Malformed("frame type not allowed on this QUIC stream"));
+                }
                 if h.stream != 0 {
                     return Err(Malformed("stream field must be 0 over QUIC"));
                 }
+                // The stream is the call: its field is 0, checked above.
+                framing == Framing::QuicCall
             }
-        }
-        // Over QUIC the stream is the call: the field is 0 and was checked.
-        let quic_call = framing == Framing::QuicCall;
+        };
         let on_stream = |ok: bool| {
             if ok || quic_call {
                 Ok(())

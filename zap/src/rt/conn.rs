@@ -375,6 +375,7 @@ impl Inner {
                 if last {
                     // CLOSE ends a client call: nothing follows it.
                     self.calls.remove(&id);
+                    self.check_idle();
                 }
                 Poll::Ready(Some(item))
             }
@@ -445,6 +446,15 @@ impl Inner {
                 }
             }
             self.flush();
+            self.check_idle();
+        }
+    }
+
+    /// A retired connection whose last call just ended must close: the
+    /// driver decides that, so it is woken.
+    fn check_idle(&mut self) {
+        if self.close_when_idle && self.calls.is_empty() {
+            self.wake_driver();
         }
     }
 }

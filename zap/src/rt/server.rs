@@ -568,6 +568,8 @@ impl Server {
         F: Future<Output = ()>,
     {
         let (stop_tx, stop_rx) = watch::channel(false);
+        // One arm without the `quic` feature.
+        #[allow(clippy::infallible_destructuring_match)]
         let listener = match listener.into() {
             AnyListener::Stream(l) => l,
             #[cfg(feature = "quic")]
