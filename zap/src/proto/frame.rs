@@ -520,9 +520,21 @@ pub(crate) struct Out {
     buf: BytesMut,
     queue: VecDeque<Bytes>,
     len: usize,
+    /// Growth step of `buf` (0: [`OUT_CHUNK`]).
+    chunk: usize,
 }
 
 impl Out {
+    /// An output buffer growing in steps of `chunk` bytes (one call's
+    /// frames need far less than a connection's).
+    #[cfg(feature = "quic")]
+    pub(crate) fn with_chunk(chunk: usize) -> Out {
+        Out {
+            chunk,
+            ..Out::default()
+        }
+    }
+
     /// Bytes waiting.
     pub(crate) fn len(&self) -> usize {
         self.len
@@ -533,7 +545,8 @@ impl Out {
             // Grow in steps: once the chunks handed to the writer are
             // dropped, `BytesMut` reclaims this storage instead of
             // allocating again.
-            self.buf.reserve(b.len().max(OUT_CHUNK));
+            let step = if self.chunk == 0 { OUT_CHUNK } else { self.chunk };
+            self.buf.reserve(b.len().max(step));
         }
         self.buf.extend_from_slice(b);
         self.len += b.len();

@@ -46,8 +46,12 @@ use crate::proto::{
 };
 use crate::status::{Code, Status};
 
-/// Read buffer growth step.
+/// Largest read buffer growth step.
 const READ_CHUNK: usize = 16 << 10;
+/// First read buffer of a call: most calls are one small frame each way.
+const FIRST_READ: usize = 512;
+/// Output buffer growth step of a call.
+const OUT_STEP: usize = 512;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -93,6 +97,8 @@ struct QState {
     goaway: bool,
     /// Client: no new calls; close once the open ones are done.
     retired: bool,
+    /// The connection ended (seen by the control stream's reader).
+    closed: bool,
 }
 
 impl QConn {
@@ -121,7 +127,7 @@ impl QConn {
     /// Client: whether new calls may start here.
     pub(crate) fn usable(&self) -> bool {
         let st = lock(&self.state);
-        !st.goaway && !st.retired && self.connection.close_reason().is_none()
+        !st.goaway && !st.retired && !st.closed
     }
 
     /// Client: no new calls will be made; close once none is open.
@@ -153,13 +159,17 @@ impl QConn {
     }
 
     /// Counts a call in, if the peer's `MAX_CONCURRENT_STREAMS` allows.
-    fn take_slot(self: &Arc<Self>, limit: Option<u32>) -> Option<CallSlot> {
+    /// `Err(true)`: the connection takes no new calls.
+    fn take_slot(self: &Arc<Self>, limit: Option<u32>) -> Result<CallSlot, bool> {
         let mut st = lock(&self.state);
+        if limit.is_some() && (st.goaway || st.retired || st.closed) {
+            return Err(true);
+        }
         if limit.is_some_and(|max| st.calls >= max) {
-            return None;
+            return Err(false);
         }
         st.calls += 1;
-        Some(CallSlot(self.clone()))
+        Ok(CallSlot(self.clone()))
     }
 
     /// Server: no new calls from now on; the peer learns the last call
@@ -286,8 +296,10 @@ impl FrameReader {
                     ))
                 });
             }
-            if self.buf.capacity() - self.buf.len() < 1024 {
-                self.buf.reserve(READ_CHUNK);
+            if self.buf.capacity() - self.buf.len() < FIRST_READ {
+                // Double up to READ_CHUNK: small calls stay small.
+                let step = self.buf.capacity().clamp(FIRST_READ, READ_CHUNK);
+                self.buf.reserve(step);
             }
             match tokio_util::io::poll_read_buf(Pin::new(&mut self.stream), cx, &mut self.buf) {
                 Poll::Pending => return Poll::Pending,
@@ -314,11 +326,16 @@ impl FrameReader {
         if self.fin || !self.buf.is_empty() {
             return;
         }
-        let mut probe = BytesMut::with_capacity(64);
-        if let Poll::Ready(Ok(0)) =
-            tokio_util::io::poll_read_buf(Pin::new(&mut self.stream), cx, &mut probe)
+        let mut probe = [0u8; 1];
+        let mut rb = tokio::io::ReadBuf::new(&mut probe);
+        if let Poll::Ready(Ok(())) = self.stream.poll_read_buf(cx, &mut rb)
+            && rb.filled().is_empty()
         {
             self.fin = true;
+        } else if !rb.filled().is_empty() {
+            // Data after the end of the call: kept for the next read,
+            // which reports it.
+            self.buf.extend_from_slice(rb.filled());
         }
     }
 }
@@ -336,7 +353,7 @@ impl Sender {
     fn new(stream: SendStream) -> Self {
         Sender {
             stream,
-            out: Out::default(),
+            out: Out::with_chunk(OUT_STEP),
             queue: VecDeque::new(),
             closed: false,
         }
@@ -799,7 +816,12 @@ async fn start_connection(
 
 /// Reads the peer's control stream after its SETTINGS: only GOAWAY may
 /// follow (a client learns it may start no more calls).
-async fn watch_control(q: Arc<QConn>, mut reader: FrameReader) {
+async fn watch_control(q: Arc<QConn>, reader: FrameReader) {
+    read_control(&q, reader).await;
+    lock(&q.state).closed = true;
+}
+
+async fn read_control(q: &QConn, mut reader: FrameReader) {
     loop {
         let frame = poll_fn(|cx| reader.poll_frame(cx, Framing::QuicControl, &q.local)).await;
         match frame {
@@ -844,9 +866,6 @@ pub(crate) async fn open(
     message: Option<Bytes>,
     end: bool,
 ) -> Result<Link, SendError> {
-    if !q.usable() {
-        return Err(SendError::Closed);
-    }
     // What the server would reject fails this call alone (§4.2, §5.1).
     if head.method.first() != Some(&b'/') || head.method.len() > MAX_METHOD {
         return Err(SendError::Invalid(
@@ -867,9 +886,13 @@ pub(crate) async fn open(
         });
     }
     let max = q.remote.max_concurrent_streams;
-    let slot = q
-        .take_slot(Some(max))
-        .ok_or(SendError::TooManyStreams { max })?;
+    let slot = q.take_slot(Some(max)).map_err(|closed| {
+        if closed {
+            SendError::Closed
+        } else {
+            SendError::TooManyStreams { max }
+        }
+    })?;
     // Waits for QUIC stream credit: the server's limit allows this call,
     // so credit for it is at most a round trip away.
     let (send, recv) = q
@@ -1053,16 +1076,30 @@ where
     S::Error: Into<BoxError>,
     S::Future: Send,
 {
-    let Some(slot) = q.take_slot(None) else {
+    let Ok(slot) = q.take_slot(None) else {
         return;
     };
     let mut reader = FrameReader::new(recv);
     let local = q.local;
-    let first = tokio::time::timeout(
-        q.open_timeout,
-        poll_fn(|cx| reader.poll_frame(cx, Framing::QuicCall, &local)),
-    )
+    // The OPEN usually came with the stream: a timer only if it did not.
+    let mut first = None;
+    poll_fn(|cx| {
+        if let Poll::Ready(f) = reader.poll_frame(cx, Framing::QuicCall, &local) {
+            first = Some(f);
+        }
+        Poll::Ready(())
+    })
     .await;
+    let first = match first {
+        Some(f) => Ok(f),
+        None => {
+            tokio::time::timeout(
+                q.open_timeout,
+                poll_fn(|cx| reader.poll_frame(cx, Framing::QuicCall, &local)),
+            )
+            .await
+        }
+    };
     let (head, message, end) = match first {
         Ok(Ok(Some(Frame::Open {
             head, message, end, ..

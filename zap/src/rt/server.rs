@@ -765,10 +765,12 @@ where
         svc.call(call).await.map_err(Into::into)
     };
     let cancelled = poll_fn(|cx| link.poll_cancelled(cx));
+    // The work first: a handler that answers at once (the usual unary
+    // call) never looks at cancellation.
     let result = tokio::select! {
         biased;
-        code = cancelled => Err(code),
         r = work => Ok(r),
+        code = cancelled => Err(code),
     };
     link.end_server_call(result).await;
 }
