@@ -20,7 +20,9 @@
 //! ## RPC and services
 //!
 //! With the `runtime` feature (default), [`Channel`] and [`Server`] carry
-//! calls over `zap-transport` connections (`docs/PROTOCOL.md`). Services are
+//! calls over `zap-transport` connections (`docs/PROTOCOL.md`): TCP, TLS 1.3
+//! and Unix sockets, and QUIC with the `quic` feature (`zap+quic://`, one
+//! QUIC stream per call, §11). Services are
 //! declared with [`macro@service`] on a trait of async methods, or generated
 //! from `.proto` files by `zap-build`; both produce the trait, a
 //! `{Name}Server<T>` ([`NamedService`], added with

@@ -646,26 +646,13 @@ fn print_rpc_tables(rows: &[RpcRow], workers: &[usize]) -> io::Result<()> {
 
     let w = workers[0];
     writeln!(out, "\ntargets (issue #3), {w} workers:")?;
-    let mut check = |name: String, value: Option<f64>, limit: f64, at_most: bool| {
-        let (op, met) = match value {
-            Some(v) if at_most => ("≤", v <= limit),
-            Some(v) => ("≥", v >= limit),
-            None => (if at_most { "≤" } else { "≥" }, false),
-        };
-        match value {
-            Some(v) => {
-                let verdict = if met { "met" } else { "MISSED" };
-                writeln!(out, "  {name:<48} {v:>7.3} ({op} {limit}) {verdict}")
-            }
-            None => writeln!(out, "  {name:<48} {:>7} ({op} {limit}) MISSED", "n/a"),
-        }
-    };
-    for t in T::ALL {
+    for t in [T::Tcp, T::Unix] {
         for size in rpc::SIZES {
             let limit = if size <= 1024 { 1.3 } else { 1.1 };
             let p50 = |imp| latency_of(rows, t, size, imp, w).map(|l| l.p50_us);
             let ratio = p50(I::Zap).zip(p50(I::Raw)).map(|(z, r)| z / r);
             check(
+                &mut out,
                 format!("p50 latency zap ÷ raw, {} @ {}", t.name(), fmt_bytes(size)),
                 ratio,
                 limit,
@@ -676,6 +663,7 @@ fn print_rpc_tables(rows: &[RpcRow], workers: &[usize]) -> io::Result<()> {
     let rate = |imp| rate_of(rows, T::Tcp, 64, imp, w);
     for (anchor, limit) in [(I::Mux, 1.5), (I::Tonic, 20.0)] {
         check(
+            &mut out,
             format!(
                 "calls/s zap ÷ {}, tcp @ 64 B, {} in flight",
                 anchor.name(),
@@ -687,9 +675,54 @@ fn print_rpc_tables(rows: &[RpcRow], workers: &[usize]) -> io::Result<()> {
         )?;
     }
     check(
+        &mut out,
         "allocations per unary call (zap, tcp, 64 B)".into(),
         latency_of(rows, T::Tcp, 64, I::Zap, w).map(|l| l.allocs_per_call),
         4.0,
         true,
-    )
+    )?;
+    // Issue #6: against the raw quinn stream-per-request floor.
+    writeln!(out, "targets (issue #6), {w} workers:")?;
+    for size in [64, 1024] {
+        let p50 = |imp| latency_of(rows, T::Quic, size, imp, w).map(|l| l.p50_us);
+        check(
+            &mut out,
+            format!("p50 latency zap ÷ raw, quic @ {}", fmt_bytes(size)),
+            p50(I::Zap).zip(p50(I::Raw)).map(|(z, r)| z / r),
+            1.3,
+            true,
+        )?;
+        let rate = |imp| rate_of(rows, T::Quic, size, imp, w);
+        check(
+            &mut out,
+            format!(
+                "calls/s zap ÷ raw, quic @ {}, {} in flight",
+                fmt_bytes(size),
+                rpc::INFLIGHT
+            ),
+            rate(I::Zap).zip(rate(I::Raw)).map(|(z, r)| z / r),
+            0.8,
+            false,
+        )?;
+    }
+    Ok(())
+}
+
+/// Prints one target line: `value` against `limit` (at most or at least).
+fn check(
+    out: &mut impl Write,
+    name: String,
+    value: Option<f64>,
+    limit: f64,
+    at_most: bool,
+) -> io::Result<()> {
+    let op = if at_most { "≤" } else { "≥" };
+    match value {
+        Some(v) => {
+            let met = if at_most { v <= limit } else { v >= limit };
+            let verdict = if met { "met" } else { "MISSED" };
+            writeln!(out, "  {name:<48} {v:>7.3} ({op} {limit}) {verdict}")
+        }
+        None => writeln!(out, "  {name:<48} {:>7} ({op} {limit}) MISSED", "n/a"),
+    }
 }

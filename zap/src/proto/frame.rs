@@ -545,7 +545,11 @@ impl Out {
             // Grow in steps: once the chunks handed to the writer are
             // dropped, `BytesMut` reclaims this storage instead of
             // allocating again.
-            let step = if self.chunk == 0 { OUT_CHUNK } else { self.chunk };
+            let step = if self.chunk == 0 {
+                OUT_CHUNK
+            } else {
+                self.chunk
+            };
             self.buf.reserve(b.len().max(step));
         }
         self.buf.extend_from_slice(b);

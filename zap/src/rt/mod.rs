@@ -1,11 +1,15 @@
 //! The tokio runtime: [`Channel`] (client) and [`Server`] drive the
-//! sans-IO protocol core over `zap-transport` byte streams.
+//! sans-IO protocol core over `zap-transport` byte streams, or (feature
+//! `quic`, `zap+quic://`) run each call on its own QUIC stream.
 //!
-//! One task per connection (the driver) reads, runs the state machine and
-//! writes with vectored I/O; calls talk to it through a short mutex. Server
-//! calls each run in their own task, so a slow handler delays nobody, and are
-//! stopped (their future dropped) when the client cancels, the deadline
-//! passes or the connection ends.
+//! Byte streams: one task per connection (the driver) reads, runs the state
+//! machine and writes with vectored I/O; calls talk to it through a short
+//! mutex. QUIC: no driver; each half of a call reads or writes its own
+//! stream (PROTOCOL.md §11). Either way a call reaches its connection
+//! through a `Link`, so the call types are the same. Server calls each run
+//! in their own task, so a slow handler delays nobody, and are stopped
+//! (their future dropped) when the client cancels, the deadline passes or
+//! the connection ends.
 
 mod call;
 mod client;
