@@ -903,3 +903,56 @@ fn protocol_doc_examples_match_the_encoder() {
         }
     }
 }
+
+/// The §11 rules for frames on QUIC streams.
+#[cfg(feature = "quic")]
+#[test]
+fn quic_framing_rules() {
+    use super::frame::{Frame, Framing, Header, Out};
+    let local = Settings::default();
+    let head = OpenHead {
+        method: Bytes::from_static(b"/a.B/C"),
+        timeout: None,
+        metadata: Metadata::new(),
+    };
+    let encode = |f: &dyn Fn(&mut Out)| {
+        let mut out = Out::default();
+        f(&mut out);
+        let mut chunks = Vec::new();
+        out.drain_into(&mut chunks);
+        let all: Vec<u8> = chunks.concat();
+        let h = Header::parse(&all).unwrap();
+        (h, Bytes::from(all[FRAME_HEADER_LEN..].to_vec()))
+    };
+    let parse = |framing, (h, p): (Header, Bytes)| Frame::parse_in(framing, h, p, &local);
+    // A call frame with stream field 0 is a call stream's frame, and not a
+    // byte stream's.
+    let open0 = encode(&|o| o.open(0, &head, Some(Bytes::from_static(b"x")), true));
+    assert!(matches!(
+        parse(Framing::QuicCall, open0.clone()),
+        Ok(Frame::Open { end: true, .. })
+    ));
+    assert!(parse(Framing::Connection, open0).is_err());
+    // A nonzero stream field, or a connection frame, is refused on a call
+    // stream.
+    let open7 = encode(&|o| o.open(7, &head, None, false));
+    assert!(parse(Framing::QuicCall, open7).is_err());
+    let cancel = encode(&|o| o.cancel(0, Code::CANCELLED));
+    assert!(parse(Framing::QuicCall, cancel).is_err());
+    let ping = encode(&|o| o.ping(false, [0; 8]));
+    assert!(parse(Framing::QuicCall, ping).is_err());
+    // Control streams take SETTINGS and GOAWAY only.
+    let settings = encode(&|o| o.settings(&local));
+    assert!(matches!(
+        parse(Framing::QuicControl, settings),
+        Ok(Frame::Settings(_))
+    ));
+    let goaway = encode(&|o| o.goaway(3, 0, b"bye"));
+    assert!(parse(Framing::QuicControl, goaway).is_ok());
+    let msg = encode(&|o| o.message(0, Bytes::from_static(b"m"), false));
+    assert!(parse(Framing::QuicControl, msg.clone()).is_err());
+    assert!(matches!(
+        parse(Framing::QuicCall, msg),
+        Ok(Frame::Message { end: false, .. })
+    ));
+}
