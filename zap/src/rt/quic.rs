@@ -843,6 +843,15 @@ pub(crate) async fn connect(
     limits: &Limits,
 ) -> Result<Arc<QConn>, String> {
     let conn = connector.connect(url).await.map_err(|e| e.to_string())?;
+    establish(conn, limits).await
+}
+
+/// Exchanges SETTINGS on a new connection and starts watching the peer's
+/// control stream.
+async fn establish(
+    conn: zap_transport::quic::QuicConn,
+    limits: &Limits,
+) -> Result<Arc<QConn>, String> {
     let (connection, peer, guard) = conn.into_parts();
     let (control, reader, local, remote) = start_connection(&connection, limits).await?;
     let q = QConn::new(
@@ -1011,21 +1020,10 @@ async fn serve_connection<S>(
     S::Error: Into<BoxError>,
     S::Future: Send + 'static,
 {
-    let (connection, peer, guard) = conn.into_parts();
-    let Ok((control, reader, local, remote)) = start_connection(&connection, &limits).await else {
+    let Ok(q) = establish(conn, &limits).await else {
         return;
     };
-    let q = QConn::new(
-        connection,
-        peer,
-        guard,
-        local,
-        remote,
-        control,
-        limits.handshake_timeout,
-    );
     let key = conns.insert(q.clone());
-    tokio::spawn(watch_control(q.clone(), reader));
     let mut last = 0u64;
     let mut draining = false;
     loop {
