@@ -59,7 +59,7 @@ use tokio::task::JoinHandle;
 use zap::Message as _;
 use zap::transport::quic::{QuicConnection, QuicConnector, QuicListener};
 use zap::transport::test_certs::TestPki;
-use zap::transport::{ClientTls, Limits, Listener, ServerTls, Url};
+use zap::transport::{ClientTls, Connector, Limits, Listener, ServerTls, Url};
 
 use crate::pb::echo_client::EchoClient;
 use crate::pb::echo_server::{Echo, EchoServer};
@@ -129,7 +129,7 @@ impl Impl {
     pub fn supports(self, transport: Transport) -> bool {
         match transport {
             Transport::Tcp => true,
-            Transport::Unix => self != Impl::Tonic,
+            Transport::Unix | Transport::Tls => self != Impl::Tonic,
             Transport::Quic => matches!(self, Impl::Zap | Impl::Raw),
         }
     }
@@ -142,19 +142,28 @@ pub enum Transport {
     Tcp,
     /// A Unix domain socket in the temp dir.
     Unix,
+    /// TLS 1.3 over TCP on 127.0.0.1 (zap-transport's rustls streams for
+    /// every implementation, certificates made at start-up).
+    Tls,
     /// QUIC over 127.0.0.1 (quinn, TLS 1.3), one stream per call.
     Quic,
 }
 
 impl Transport {
     /// Every transport, in report order.
-    pub const ALL: [Transport; 3] = [Transport::Tcp, Transport::Unix, Transport::Quic];
+    pub const ALL: [Transport; 4] = [
+        Transport::Tcp,
+        Transport::Tls,
+        Transport::Unix,
+        Transport::Quic,
+    ];
 
     /// The name used in reports.
     pub fn name(self) -> &'static str {
         match self {
             Transport::Tcp => "tcp",
             Transport::Unix => "unix",
+            Transport::Tls => "tls",
             Transport::Quic => "quic",
         }
     }
@@ -248,6 +257,7 @@ pub fn default_workers() -> usize {
 enum Addr {
     Tcp(SocketAddr),
     Unix(PathBuf),
+    Tls(SocketAddr),
     Quic(SocketAddr),
 }
 
@@ -267,6 +277,37 @@ fn quic_server_tls() -> Result<ServerTls, Error> {
 
 fn quic_client_tls() -> Result<ClientTls, Error> {
     Ok(ClientTls::with_roots_pem(pki().ca_pem.as_bytes())?)
+}
+
+/// A `zaps://` listener on a fresh port.
+async fn tls_listener() -> Result<(Listener, Addr), Error> {
+    let l = Listener::bind(
+        &Url::parse("zaps://127.0.0.1:0")?,
+        Some(quic_server_tls()?),
+        Limits::default(),
+    )
+    .await?;
+    let url = l.local_url();
+    let (Some(host), Some(port)) = (url.host(), url.port()) else {
+        return Err("TLS listener has no address".into());
+    };
+    Ok((l, Addr::Tls(SocketAddr::new(host.parse()?, port))))
+}
+
+/// The raw echo behind TLS.
+async fn raw_accept_tls(l: Listener) {
+    loop {
+        let Ok(incoming) = l.accept().await else {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            continue;
+        };
+        tokio::spawn(async move {
+            if let Ok(conn) = incoming.handshake().await {
+                let (stream, _peer, _guard) = conn.into_parts();
+                let _ = raw_echo(stream).await;
+            }
+        });
+    }
 }
 
 async fn quic_listener() -> Result<(QuicListener, Addr), Error> {
@@ -332,6 +373,18 @@ impl Server {
                 });
                 (addr, accept)
             }
+            (Impl::Raw | Impl::Mux, Transport::Tls) => {
+                let (l, addr) = tls_listener().await?;
+                (addr, tokio::spawn(raw_accept_tls(l)))
+            }
+            (Impl::Zap, Transport::Tls) => {
+                let (l, addr) = tls_listener().await?;
+                let router = zap::Router::new().unary(METHOD, zap_echo);
+                let accept = tokio::spawn(async move {
+                    let _ = zap::Server::builder().serve(l, router).await;
+                });
+                (addr, accept)
+            }
             (Impl::Raw | Impl::Mux, _) => match transport {
                 Transport::Tcp => {
                     let l = TcpListener::bind("127.0.0.1:0").await?;
@@ -344,11 +397,13 @@ impl Server {
                     let l = UnixListener::bind(&path)?;
                     (Addr::Unix(path), tokio::spawn(raw_accept_unix(l)))
                 }
-                Transport::Quic => unreachable!("checked by `supports`"),
+                Transport::Tls | Transport::Quic => unreachable!("handled above"),
             },
             (Impl::Zap, _) => {
                 let (url, addr) = match transport {
-                    Transport::Tcp | Transport::Quic => (Url::parse("zap://127.0.0.1:0")?, None),
+                    Transport::Tcp | Transport::Tls | Transport::Quic => {
+                        (Url::parse("zap://127.0.0.1:0")?, None)
+                    }
                     Transport::Unix => {
                         let path = socket_path();
                         let _ = std::fs::remove_file(&path);
@@ -398,6 +453,7 @@ impl Server {
         Ok(match &self.addr {
             Addr::Tcp(a) => Url::parse(&format!("zap://{a}"))?,
             Addr::Unix(p) => Url::parse(&format!("zap+unix://{}", p.display()))?,
+            Addr::Tls(a) => Url::parse(&format!("zaps://localhost:{}", a.port()))?,
             Addr::Quic(a) => Url::parse(&format!("zap+quic://localhost:{}", a.port()))?,
         })
     }
@@ -516,6 +572,7 @@ async fn raw_echo<S: AsyncRead + AsyncWrite + Unpin>(s: S) -> io::Result<()> {
 enum Stream {
     Tcp(TcpStream),
     Unix(UnixStream),
+    Tls(Box<zap::transport::Stream>),
 }
 
 impl Stream {
@@ -527,6 +584,17 @@ impl Stream {
                 Stream::Tcp(s)
             }
             Addr::Unix(p) => Stream::Unix(UnixStream::connect(p).await?),
+            Addr::Tls(a) => {
+                let url = Url::parse(&format!("zaps://localhost:{}", a.port()))
+                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+                let tls = quic_client_tls().map_err(io::Error::other)?;
+                let conn = Connector::new(Limits::default())
+                    .with_tls(tls)
+                    .connect(&url)
+                    .await
+                    .map_err(io::Error::other)?;
+                Stream::Tls(Box::new(conn.into_parts().0))
+            }
             Addr::Quic(_) => return Err(io::ErrorKind::Unsupported.into()),
         })
     }
@@ -541,6 +609,7 @@ impl AsyncRead for Stream {
         match self.get_mut() {
             Stream::Tcp(s) => Pin::new(s).poll_read(cx, buf),
             Stream::Unix(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
         }
     }
 }
@@ -554,6 +623,7 @@ impl AsyncWrite for Stream {
         match self.get_mut() {
             Stream::Tcp(s) => Pin::new(s).poll_write(cx, buf),
             Stream::Unix(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
         }
     }
 
@@ -565,6 +635,7 @@ impl AsyncWrite for Stream {
         match self.get_mut() {
             Stream::Tcp(s) => Pin::new(s).poll_write_vectored(cx, bufs),
             Stream::Unix(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
         }
     }
 
@@ -576,6 +647,7 @@ impl AsyncWrite for Stream {
         match self.get_mut() {
             Stream::Tcp(s) => Pin::new(s).poll_flush(cx),
             Stream::Unix(s) => Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
         }
     }
 
@@ -583,6 +655,7 @@ impl AsyncWrite for Stream {
         match self.get_mut() {
             Stream::Tcp(s) => Pin::new(s).poll_shutdown(cx),
             Stream::Unix(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
         }
     }
 }
@@ -655,6 +728,11 @@ impl MuxClient {
             }
             Stream::Unix(s) => {
                 let (r, w) = s.into_split();
+                tokio::spawn(mux_writer(w, rx));
+                tokio::spawn(mux_reader(r, pending.clone()));
+            }
+            Stream::Tls(s) => {
+                let (r, w) = tokio::io::split(s);
                 tokio::spawn(mux_writer(w, rx));
                 tokio::spawn(mux_reader(r, pending.clone()));
             }
@@ -799,7 +877,7 @@ impl Client {
             }
             Impl::Zap => {
                 let mut b = zap::Channel::builder(server.zap_url()?);
-                if matches!(server.addr, Addr::Quic(_)) {
+                if matches!(server.addr, Addr::Quic(_) | Addr::Tls(_)) {
                     b = b.tls(quic_client_tls()?);
                 }
                 Kind::Zap(b.connect().await?)
@@ -931,6 +1009,10 @@ pub async fn throughput(server: &Server, payload: &Payload, timing: Timing) -> R
             }
             Stream::Unix(s) => {
                 let (r, w) = s.into_split();
+                pipelined(r, w, p, done.clone())
+            }
+            Stream::Tls(s) => {
+                let (r, w) = tokio::io::split(s);
                 pipelined(r, w, p, done.clone())
             }
         }
@@ -1106,15 +1188,19 @@ pub fn measure_throughput(
 mod tests {
     use super::*;
 
-    /// Each implementation answers one 64 B echo over TCP, through the
-    /// functions the benchmarks use.
+    /// Each implementation answers one 64 B echo over each transport it
+    /// runs on, through the functions the benchmarks use.
     #[test]
     fn every_impl_echoes() {
         let rt = runtime(2).expect("runtime");
-        for imp in Impl::ALL {
+        let cases = Transport::ALL
+            .into_iter()
+            .flat_map(|t| Impl::ALL.into_iter().map(move |i| (i, t)))
+            .filter(|(i, t)| i.supports(*t));
+        for (imp, transport) in cases {
             let res: Result<(), Error> = rt.block_on(async move {
                 tokio::spawn(async move {
-                    let server = Server::start(imp, Transport::Tcp).await?;
+                    let server = Server::start(imp, transport).await?;
                     let mut client = Client::connect(&server, &Payload::new(64)).await?;
                     client.call().await?;
                     if let Some(mut c) = client.try_clone() {
@@ -1125,7 +1211,7 @@ mod tests {
                 .await?
             });
             if let Err(e) = res {
-                panic!("{}: {e}", imp.name());
+                panic!("{} over {}: {e}", imp.name(), transport.name());
             }
         }
     }
