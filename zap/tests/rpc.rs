@@ -168,9 +168,9 @@ impl Env {
                     .write_all(&[0, 0, 0, 0, 0, 0, 0, 0, 0, 0])
                     .await
                     .unwrap();
-                return Raw::Quic(conn, Some(control));
+                return Raw::Quic(conn, Some(control), Vec::new());
             }
-            return Raw::Quic(conn, None);
+            return Raw::Quic(conn, None, Vec::new());
         }
         let _ = settings;
         let mut c = Connector::new(Limits::default());
@@ -196,11 +196,16 @@ impl Env {
 /// A raw client connection for hostile-input tests.
 enum Raw {
     Stream(zap::transport::Stream),
-    /// The connection and its control stream (kept open).
+    /// The connection, its control stream and the call streams opened,
+    /// kept open (dropping them would end them).
     #[cfg(feature = "quic")]
     Quic(
         zap::transport::quic::QuicConn,
         #[allow(dead_code)] Option<zap::transport::quic::SendStream>,
+        Vec<(
+            zap::transport::quic::SendStream,
+            zap::transport::quic::RecvStream,
+        )>,
     ),
 }
 
@@ -216,14 +221,13 @@ impl Raw {
                 }
             }
             #[cfg(feature = "quic")]
-            Raw::Quic(conn, _) => {
+            Raw::Quic(conn, _, calls) => {
                 let (mut send, recv) = conn.connection.open_bi().await.unwrap();
                 send.write_all(bytes).await.unwrap();
                 if end {
                     send.finish().unwrap();
                 }
-                // Keep both halves: dropping them would end the call.
-                std::mem::forget((send, recv));
+                calls.push((send, recv));
             }
         }
     }
@@ -233,7 +237,7 @@ impl Raw {
         match self {
             Raw::Stream(s) => closed_by_server(s).await,
             #[cfg(feature = "quic")]
-            Raw::Quic(conn, _) => {
+            Raw::Quic(conn, ..) => {
                 tokio::time::timeout(Duration::from_secs(5), conn.connection.closed())
                     .await
                     .is_ok()

@@ -38,7 +38,7 @@ use super::link::{
     Link, call_ended, close_head_of, too_large_close, too_large_status, unfinished_status,
 };
 use super::proto_config;
-use super::server::{BoxError, ConnSet, ServerCall, serve_call};
+use super::server::{BoxError, ConnSet, ServerCall, drain, serve_call};
 use crate::metadata::Metadata;
 use crate::proto::{
     CloseHead, FRAME_HEADER_LEN, Frame, Framing, Header, MAX_METHOD, Malformed, OpenHead, Out,
@@ -176,11 +176,8 @@ impl QConn {
     /// stream that will be served.
     async fn goaway(&self, last: u64, why: &str) {
         lock(&self.state).goaway = true;
-        let mut out = Out::default();
         let last = u32::try_from(last).unwrap_or(u32::MAX);
-        out.goaway(last, Reason::NO_ERROR.0, why.as_bytes());
-        let mut chunks = Vec::new();
-        out.drain_into(&mut chunks);
+        let chunks = frames(|out| out.goaway(last, Reason::NO_ERROR.0, why.as_bytes()));
         let mut control = self.control.lock().await;
         for c in chunks {
             if control.write_chunk(c).await.is_err() {
@@ -192,6 +189,15 @@ impl QConn {
     fn open_calls(&self) -> u32 {
         lock(&self.state).calls
     }
+}
+
+/// The frames `encode` writes, as chunks to hand to a stream.
+fn frames(encode: impl FnOnce(&mut Out)) -> Vec<Bytes> {
+    let mut out = Out::with_chunk(OUT_STEP);
+    encode(&mut out);
+    let mut chunks = Vec::new();
+    out.drain_into(&mut chunks);
+    chunks
 }
 
 /// One open call, counted in [`QState::calls`] until dropped.
@@ -759,10 +765,7 @@ async fn exchange_settings(
 ) -> Result<(SendStream, FrameReader, Settings), (Reason, String)> {
     let lost = |e: QuicConnectionError| (Reason::NO_ERROR, describe(&e));
     let mut control = connection.open_uni().await.map_err(lost)?;
-    let mut out = Out::default();
-    out.settings(local);
-    let mut chunks = Vec::new();
-    out.drain_into(&mut chunks);
+    let mut chunks = frames(|out| out.settings(local));
     control
         .write_all_chunks(&mut chunks)
         .await
@@ -992,17 +995,7 @@ pub(crate) async fn serve<S, F>(
             }
         })
     };
-    let deadline = tokio::time::Instant::now() + drain_timeout;
-    while !conns.is_empty() && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    for q in conns.all() {
-        q.close_now("server shut down");
-    }
-    let end = tokio::time::Instant::now() + Duration::from_secs(1);
-    while !conns.is_empty() && tokio::time::Instant::now() < end {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    drain(&conns, drain_timeout, |q| q.close_now("server shut down")).await;
     refuse.abort();
     // Let the CONNECTION_CLOSE frames go out before the endpoint goes.
     listener.close(0, b"server shut down");
@@ -1053,15 +1046,8 @@ async fn serve_connection<S>(
 
 /// Answers a call that arrived after GOAWAY.
 async fn refuse_call(mut send: SendStream) {
-    let mut out = Out::default();
-    out.close(
-        0,
-        &close_head(Code::UNAVAILABLE, "server shutting down"),
-        None,
-        None,
-    );
-    let mut chunks = Vec::new();
-    out.drain_into(&mut chunks);
+    let head = close_head(Code::UNAVAILABLE, "server shutting down");
+    let mut chunks = frames(|out| out.close(0, &head, None, None));
     if send.write_all_chunks(&mut chunks).await.is_ok() {
         let _ = send.finish();
     }
@@ -1146,5 +1132,5 @@ where
         send: Mutex::new(Sender::new(send)),
         _slot: slot,
     };
-    serve_call(service, Link::Quic(Arc::new(call)), head).await;
+    serve_call(service, Link::Quic(Arc::new(call)), head, deadline).await;
 }

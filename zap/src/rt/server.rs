@@ -625,18 +625,27 @@ impl Server {
         }
         drop(listener);
         let _ = stop_tx.send(true);
-        let deadline = tokio::time::Instant::now() + self.drain_timeout;
-        while !conns.is_empty() && tokio::time::Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        for shared in conns.all() {
-            close_now(&shared, Reason::NO_ERROR, "server shut down");
-        }
-        // The drivers write their GOAWAY and end; give them a moment.
-        let end = tokio::time::Instant::now() + Duration::from_secs(1);
-        while !conns.is_empty() && tokio::time::Instant::now() < end {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        drain(&conns, self.drain_timeout, |shared| {
+            close_now(shared, Reason::NO_ERROR, "server shut down");
+        })
+        .await;
+    }
+}
+
+/// Shutdown's last steps, once every connection was told to go away: wait
+/// up to `timeout` for the connections to end by themselves, `close` the
+/// rest, and give those a moment to write their last frames.
+pub(crate) async fn drain<T: Clone>(conns: &ConnSet<T>, timeout: Duration, close: impl Fn(&T)) {
+    let deadline = tokio::time::Instant::now() + timeout;
+    while !conns.is_empty() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    for c in conns.all() {
+        close(&c);
+    }
+    let end = tokio::time::Instant::now() + Duration::from_secs(1);
+    while !conns.is_empty() && tokio::time::Instant::now() < end {
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
 
@@ -741,12 +750,14 @@ where
     S::Future: Send,
 {
     let link = Link::Mux { shared, id: nc.id };
-    serve_call(svc, link, nc.head).await;
+    let deadline = nc.head.timeout.and_then(|t| Instant::now().checked_add(t));
+    serve_call(svc, link, nc.head, deadline).await;
 }
 
 /// Runs the service for one call until it ends or is cancelled, then ends
-/// the call if the service left it open.
-pub(crate) async fn serve_call<S>(mut svc: S, link: Link, head: OpenHead)
+/// the call if the service left it open. `deadline` is the one the client
+/// gave (`head.timeout` from when the call arrived).
+pub(crate) async fn serve_call<S>(mut svc: S, link: Link, head: OpenHead, deadline: Option<Instant>)
 where
     S: Service<ServerCall, Response = ()> + Send,
     S::Error: Into<BoxError>,
@@ -756,7 +767,7 @@ where
         link: link.clone(),
         method: Method(head.method),
         metadata: head.metadata,
-        deadline: head.timeout.and_then(|t| Instant::now().checked_add(t)),
+        deadline,
     };
     let work = async {
         if let Err(e) = poll_fn(|cx| svc.poll_ready(cx)).await {
