@@ -287,11 +287,8 @@ async fn tls_listener() -> Result<(Listener, Addr), Error> {
         Limits::default(),
     )
     .await?;
-    let url = l.local_url();
-    let (Some(host), Some(port)) = (url.host(), url.port()) else {
-        return Err("TLS listener has no address".into());
-    };
-    Ok((l, Addr::Tls(SocketAddr::new(host.parse()?, port))))
+    let addr = Addr::Tls(socket_addr(&l.local_url())?);
+    Ok((l, addr))
 }
 
 /// The raw echo behind TLS.
@@ -317,11 +314,24 @@ async fn quic_listener() -> Result<(QuicListener, Addr), Error> {
         Limits::default(),
     )
     .await?;
-    let url = l.local_url();
+    let addr = Addr::Quic(socket_addr(&l.local_url())?);
+    Ok((l, addr))
+}
+
+/// The IP address and port of a listener's URL.
+fn socket_addr(url: &Url) -> Result<SocketAddr, Error> {
     let (Some(host), Some(port)) = (url.host(), url.port()) else {
-        return Err("QUIC listener has no address".into());
+        return Err(format!("{url} has no IP address").into());
     };
-    Ok((l, Addr::Quic(SocketAddr::new(host.parse()?, port))))
+    Ok(SocketAddr::new(host.parse()?, port))
+}
+
+/// The ZAP echo server on `listener`.
+fn serve_zap(listener: impl Into<zap::AnyListener> + Send + 'static) -> JoinHandle<()> {
+    let router = zap::Router::new().unary(METHOD, zap_echo);
+    tokio::spawn(async move {
+        let _ = zap::Server::builder().serve(listener, router).await;
+    })
 }
 
 /// A running echo server (on the runtime it was started on). Dropping it
@@ -367,11 +377,7 @@ impl Server {
             }
             (Impl::Zap, Transport::Quic) => {
                 let (l, addr) = quic_listener().await?;
-                let router = zap::Router::new().unary(METHOD, zap_echo);
-                let accept = tokio::spawn(async move {
-                    let _ = zap::Server::builder().serve(l, router).await;
-                });
-                (addr, accept)
+                (addr, serve_zap(l))
             }
             (Impl::Raw | Impl::Mux, Transport::Tls) => {
                 let (l, addr) = tls_listener().await?;
@@ -379,11 +385,7 @@ impl Server {
             }
             (Impl::Zap, Transport::Tls) => {
                 let (l, addr) = tls_listener().await?;
-                let router = zap::Router::new().unary(METHOD, zap_echo);
-                let accept = tokio::spawn(async move {
-                    let _ = zap::Server::builder().serve(l, router).await;
-                });
-                (addr, accept)
+                (addr, serve_zap(l))
             }
             (Impl::Raw | Impl::Mux, _) => match transport {
                 Transport::Tcp => {
@@ -414,19 +416,9 @@ impl Server {
                 let listener = Listener::bind(&url, None, Limits::default()).await?;
                 let addr = match addr {
                     Some(a) => a,
-                    None => {
-                        let url = listener.local_url();
-                        let (Some(host), Some(port)) = (url.host(), url.port()) else {
-                            return Err("zap listener has no TCP address".into());
-                        };
-                        Addr::Tcp(SocketAddr::new(host.parse()?, port))
-                    }
+                    None => Addr::Tcp(socket_addr(&listener.local_url())?),
                 };
-                let router = zap::Router::new().unary(METHOD, zap_echo);
-                let accept = tokio::spawn(async move {
-                    let _ = zap::Server::builder().serve(listener, router).await;
-                });
-                (addr, accept)
+                (addr, serve_zap(listener))
             }
             (Impl::Tonic, _) => {
                 let l = TcpListener::bind("127.0.0.1:0").await?;
