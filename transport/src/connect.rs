@@ -95,7 +95,7 @@ impl Connector {
             .connect(name.clone(), tcp)
             .await
             .map_err(ConnectError::Tls)?;
-        crate::tls::check_session(stream.get_ref().1, &mut peer)?;
+        crate::tls::check_session(stream.get_ref().1, &mut peer, false)?;
         tls.check_pins(&peer)?;
         peer.server_name = Some(name.to_str().into_owned());
         Ok(Conn::new(Stream::TlsClient(Box::new(stream)), peer, None))

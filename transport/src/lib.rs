@@ -89,5 +89,5 @@ pub use crate::connect::{ConnectError, Connector};
 pub use crate::limits::Limits;
 pub use crate::listen::{Incoming, Listener};
 pub use crate::stream::{Conn, ConnGuard, PeerInfo, Stream};
-pub use crate::tls::{ALPN, ClientTls, ServerTls, TlsError, certificate_sha256};
+pub use crate::tls::{ALPN, ALPN_H2, ClientTls, ServerTls, TlsError, certificate_sha256};
 pub use crate::url::{Scheme, Url, UrlError};

@@ -325,7 +325,7 @@ impl Incoming {
             .map_err(|_| ConnectError::Timeout)?
             .map_err(ConnectError::Tls)?;
         let session = stream.get_ref().1;
-        crate::tls::check_session(session, &mut peer)?;
+        crate::tls::check_session(session, &mut peer, true)?;
         peer.server_name = session.server_name().map(str::to_owned);
         Ok(Conn::new(Stream::TlsServer(Box::new(stream)), peer, permit))
     }

@@ -99,7 +99,8 @@ pub struct PeerInfo {
     /// verified during the TLS handshake. Empty without TLS, and on a server
     /// whose client presented no certificate.
     pub certificates: Vec<CertificateDer<'static>>,
-    /// The negotiated ALPN protocol (always [`ALPN`](crate::ALPN) under TLS).
+    /// The negotiated ALPN protocol under TLS: [`ALPN`](crate::ALPN), or
+    /// [`ALPN_H2`](crate::ALPN_H2) on a server that offered it.
     pub alpn: Option<Vec<u8>>,
     /// The TLS server name: the name verified on the client, the SNI the
     /// client sent on the server (`None` when it connected by IP address).

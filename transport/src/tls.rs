@@ -16,6 +16,10 @@ use rustls_pki_types::{CertificateDer, InvalidDnsNameError, PrivateKeyDer, Serve
 /// The ALPN protocol id of zap over TLS. Both sides require it.
 pub const ALPN: &[u8] = b"zap/1";
 
+/// The ALPN id of HTTP/2, which a server offers beside [`ALPN`] when it
+/// also serves gRPC on the same port ([`ServerTls::with_h2`]).
+pub const ALPN_H2: &[u8] = b"h2";
+
 /// TLS configuration for a [`Listener`](crate::Listener).
 ///
 /// Cheap to clone (the rustls config is shared).
@@ -74,7 +78,19 @@ impl ServerTls {
         }
     }
 
-    /// The rustls configuration (TLS 1.3 only, ring, ALPN `zap/1`).
+    /// Also offers ALPN `h2` (after `zap/1`), for a server that serves
+    /// gRPC clients on the same port (zap's `grpc` feature). Which one a
+    /// connection negotiated is in [`PeerInfo::alpn`](crate::PeerInfo::alpn).
+    pub fn with_h2(self) -> Self {
+        let mut config = Arc::unwrap_or_clone(self.config);
+        config.alpn_protocols = vec![ALPN.to_vec(), ALPN_H2.to_vec()];
+        Self {
+            config: Arc::new(config),
+        }
+    }
+
+    /// The rustls configuration (TLS 1.3 only, ring, ALPN `zap/1`, and
+    /// `h2` after [`with_h2`](Self::with_h2)).
     pub fn config(&self) -> Arc<ServerConfig> {
         Arc::clone(&self.config)
     }
@@ -175,16 +191,20 @@ impl ClientTls {
     }
 }
 
-/// After a handshake (either side): requires ALPN `zap/1` and records the
-/// negotiated protocol and the peer's certificates in `peer`.
+/// After a handshake (either side): requires ALPN `zap/1` (or, on a server
+/// that offered it, `h2`) and records the negotiated protocol and the
+/// peer's certificates in `peer`.
 pub(crate) fn check_session(
     session: &rustls::CommonState,
     peer: &mut crate::PeerInfo,
+    server: bool,
 ) -> Result<(), crate::ConnectError> {
-    if session.alpn_protocol() != Some(ALPN) {
+    let alpn = session.alpn_protocol();
+    // A server negotiates `h2` only if its config offered it.
+    if alpn != Some(ALPN) && !(server && alpn == Some(ALPN_H2)) {
         return Err(crate::ConnectError::Alpn);
     }
-    peer.alpn = Some(ALPN.to_vec());
+    peer.alpn = alpn.map(<[u8]>::to_vec);
     peer.certificates = session
         .peer_certificates()
         .map(<[_]>::to_vec)

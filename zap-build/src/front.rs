@@ -503,6 +503,7 @@ impl Gen<'_> {
                 kind,
                 input,
                 output,
+                proto: None,
                 attrs: docs
                     .get(&[path, &[2, i as i32]].concat())
                     .unwrap_or_default(),

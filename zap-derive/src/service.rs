@@ -212,6 +212,7 @@ fn method(cx: &mut Ctxt, f: &syn::TraitItemFn) -> Option<Method> {
         kind,
         input,
         output,
+        proto: None,
         attrs: f
             .attrs
             .iter()

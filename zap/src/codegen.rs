@@ -26,13 +26,20 @@ pub use crate::payload::Payload;
 /// What generated services use from the runtime.
 #[cfg(feature = "runtime")]
 pub use crate::rt::service::{
-    call_client_streaming, call_server_streaming, call_streaming, call_unary,
-    route_client_streaming, route_server_streaming, route_streaming, route_unary,
+    box_responses, call_client_streaming, call_server_streaming, call_streaming, call_unary,
+    forward_client_streaming, forward_streaming, route_client_streaming, route_server_streaming,
+    route_streaming, route_unary,
 };
 #[cfg(feature = "runtime")]
 pub use crate::rt::{
-    BoxStream, Channel, IntoRequest, NamedService, Request, Response, Router, Streaming,
+    BoxStream, CallChannel, Channel, IntoRequest, NamedService, Request, Response, Router,
+    Streaming,
 };
+/// What `zap-build --features grpc` output uses.
+#[cfg(feature = "grpc")]
+pub mod grpc {
+    pub use crate::rt::grpc::{Convert, GrpcChannel, ProtoMethod, Protobuf, prost, tonic};
+}
 pub use crate::status::{Code, Status};
 /// `Field`/`ListElem` impls for a message and for an open enum.
 pub use crate::{__enum_impls as enum_impls, __message_impls as message_impls};

@@ -118,10 +118,49 @@ fn method_consts(s: &Service) -> TokenStream {
         let doc = format!(" `{p}`");
         quote!(#[doc = #doc] pub const #c: &str = #p;)
     });
+    let protobuf = protobuf_table(s);
     quote! {
         #[doc = #doc]
         #vis mod #module {
             #(#consts)*
+        }
+        #protobuf
+    }
+}
+
+/// `{service}_protobuf()`: the protobuf table of the service.
+fn protobuf_fn(s: &Service) -> syn::Ident {
+    format_ident!("{}_protobuf", snake_case(&unraw(&s.ident)))
+}
+
+/// Whether every method has its prost twins (the gRPC fallback).
+fn has_proto(s: &Service) -> bool {
+    !s.methods.is_empty() && s.methods.iter().all(|m| m.proto.is_some())
+}
+
+/// `{service}_protobuf()`: the protobuf form of each method.
+fn protobuf_table(s: &Service) -> TokenStream {
+    if !has_proto(s) {
+        return TokenStream::new();
+    }
+    let (vis, f, module) = (&s.vis, protobuf_fn(s), consts_module(s));
+    let entries = s.methods.iter().filter_map(|m| {
+        let (pa, pb) = m.proto.as_ref()?;
+        let (a, b) = (&m.input, &m.output);
+        let c = method_const(m);
+        Some(quote! {
+            .with(#module::#c, ::zap::codegen::grpc::ProtoMethod::new::<#a, #pa, #b, #pb>())
+        })
+    });
+    let doc = format!(
+        " The protobuf form of every method of `{}`, for the gRPC fallback.",
+        s.full_name()
+    );
+    quote! {
+        #[doc = #doc]
+        #vis fn #f() -> ::zap::codegen::grpc::Protobuf {
+            ::zap::codegen::grpc::Protobuf::new()
+                #(#entries)*
         }
     }
 }
@@ -160,8 +199,15 @@ fn server(s: &Service) -> TokenStream {
             });
         }
     });
+    let protobuf = if has_proto(s) {
+        let f = protobuf_fn(s);
+        quote!(let router = router.with_protobuf(&#f());)
+    } else {
+        TokenStream::new()
+    };
     let routes = quote! {
         #(#routes)*
+        #protobuf
         router
     };
     quote! {
@@ -269,27 +315,97 @@ fn client(s: &Service) -> TokenStream {
             }
         }
     });
+    let service_impl = client_service_impl(s, &client);
+    let protobuf_fn = protobuf_fn(s);
+    let grpc = if has_proto(s) {
+        quote! {
+            impl #client<::zap::codegen::grpc::GrpcChannel> {
+                /// A client of a gRPC server (standard protobuf messages)
+                /// over a tonic channel.
+                pub fn grpc(channel: ::zap::codegen::grpc::tonic::transport::Channel) -> Self {
+                    Self::new(::zap::codegen::grpc::GrpcChannel::protobuf(channel, #protobuf_fn()))
+                }
+            }
+        }
+    } else {
+        TokenStream::new()
+    };
     quote! {
         #[doc = #doc]
         #[derive(::core::clone::Clone, ::core::fmt::Debug)]
-        #vis struct #client {
-            channel: ::zap::codegen::Channel,
+        #vis struct #client<C = ::zap::codegen::Channel> {
+            channel: C,
         }
 
         impl #client {
             /// The service name, `package.Service`.
             pub const SERVICE_NAME: &'static str = #full;
+        }
 
-            /// A client whose calls go over `channel`.
-            pub fn new(channel: ::zap::codegen::Channel) -> Self {
+        impl<C: ::zap::codegen::CallChannel> #client<C> {
+            /// A client whose calls go over `channel`: a `zap::Channel`, or
+            /// a `zap::grpc::GrpcChannel` to a gRPC server.
+            pub fn new(channel: C) -> Self {
                 Self { channel }
             }
 
             /// The channel calls go over.
-            pub fn channel(&self) -> &::zap::codegen::Channel {
+            pub fn channel(&self) -> &C {
                 &self.channel
             }
 
+            #(#methods)*
+        }
+
+        #grpc
+        #service_impl
+    }
+}
+
+/// The client is itself an implementation of the service: each method
+/// forwards the call (a proxy serves one with `{Name}Server::new(client)`).
+fn client_service_impl(s: &Service, client: &syn::Ident) -> TokenStream {
+    let name = &s.ident;
+    let module = consts_module(s);
+    let methods = s.methods.iter().map(|m| {
+        let ident = &m.ident;
+        let req = request_ty(m);
+        let resp = response_ty(m);
+        let c = method_const(m);
+        let p = quote!(#module::#c);
+        let body = match m.kind {
+            Kind::Unary => quote! {
+                ::zap::codegen::call_unary(&self.channel, #p, request)
+            },
+            Kind::ServerStreaming => quote! {
+                async move {
+                    ::core::result::Result::map(
+                        ::zap::codegen::call_server_streaming(&self.channel, #p, request).await,
+                        ::zap::codegen::box_responses,
+                    )
+                }
+            },
+            Kind::ClientStreaming => quote! {
+                ::zap::codegen::forward_client_streaming(&self.channel, #p, request)
+            },
+            Kind::Streaming => quote! {
+                ::zap::codegen::forward_streaming(&self.channel, #p, request)
+            },
+        };
+        quote! {
+            fn #ident(
+                &self,
+                request: #req,
+            ) -> impl ::core::future::Future<
+                Output = ::core::result::Result<#resp, ::zap::codegen::Status>,
+            > + ::core::marker::Send {
+                #body
+            }
+        }
+    });
+    quote! {
+        #[automatically_derived]
+        impl<C: ::zap::codegen::CallChannel> #name for #client<C> {
             #(#methods)*
         }
     }

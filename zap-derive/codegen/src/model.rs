@@ -113,6 +113,9 @@ pub struct Method {
     pub input: syn::Type,
     /// The response message type (of each message, for streams).
     pub output: syn::Type,
+    /// The prost twins of `input` and `output` (gRPC fallback), as paths
+    /// from the service's module: `zap-build` with `grpc` sets them.
+    pub proto: Option<(syn::Type, syn::Type)>,
     /// Attributes (docs) for the trait method.
     pub attrs: Vec<TokenStream>,
 }

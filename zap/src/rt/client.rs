@@ -654,7 +654,9 @@ pub(crate) fn split_request<S>(request: Request<S>) -> (Request<()>, S) {
 
 /// A request stream as the pump takes it: an item that is an error (a
 /// message that could not be encoded) cancels the call with that status.
-pub(crate) type RequestStream = Pin<Box<dyn Stream<Item = Result<Bytes, Status>> + Send>>;
+/// The request messages of a raw streaming call ([`CallChannel`](crate::CallChannel)):
+/// an error item cancels the call with that status.
+pub type RequestStream = Pin<Box<dyn Stream<Item = Result<Bytes, Status>> + Send>>;
 
 fn request_stream<S>(s: S) -> RequestStream
 where

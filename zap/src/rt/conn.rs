@@ -527,6 +527,14 @@ impl Driver {
         }
     }
 
+    /// Starts with `bytes` already read from the stream (the byte a server
+    /// sniffed to tell ZAP from HTTP/2).
+    #[cfg(feature = "grpc")]
+    pub(crate) fn read_ahead(mut self, bytes: &[u8]) -> Self {
+        self.rbuf.extend_from_slice(bytes);
+        self
+    }
+
     /// Reads what is available; `true` if anything happened.
     fn poll_read(&mut self, cx: &mut Context<'_>, spawn: &mut Vec<NewCall>) -> bool {
         if self.read_done || self.wbytes >= self.read_pause {

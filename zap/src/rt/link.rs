@@ -29,6 +29,19 @@ pub(crate) enum Link {
     },
     #[cfg(feature = "quic")]
     Quic(Arc<super::quic::QCall>),
+    /// Server: a gRPC request on the fallback's HTTP/2 connection.
+    #[cfg(feature = "grpc")]
+    Grpc(Arc<super::grpc::GrpcCall>),
+    /// Client: the response side of a call through a `GrpcChannel`.
+    #[cfg(feature = "grpc")]
+    GrpcClient(Arc<super::grpc::GrpcResponse>),
+}
+
+/// Who is at the other end of a gRPC client call: not tracked.
+#[cfg(feature = "grpc")]
+fn no_peer() -> &'static Arc<PeerInfo> {
+    static PEER: std::sync::OnceLock<Arc<PeerInfo>> = std::sync::OnceLock::new();
+    PEER.get_or_init(Arc::default)
 }
 
 impl Link {
@@ -38,6 +51,10 @@ impl Link {
             Link::Mux { id, .. } => u64::from(*id),
             #[cfg(feature = "quic")]
             Link::Quic(c) => c.index(),
+            #[cfg(feature = "grpc")]
+            Link::Grpc(c) => c.index(),
+            #[cfg(feature = "grpc")]
+            Link::GrpcClient(_) => 0,
         }
     }
 
@@ -47,6 +64,10 @@ impl Link {
             Link::Mux { shared, .. } => &shared.peer,
             #[cfg(feature = "quic")]
             Link::Quic(c) => c.peer(),
+            #[cfg(feature = "grpc")]
+            Link::Grpc(c) => c.peer(),
+            #[cfg(feature = "grpc")]
+            Link::GrpcClient(_) => no_peer(),
         }
     }
 
@@ -57,6 +78,10 @@ impl Link {
             Link::Mux { shared, id } => shared.lock().poll_item(*id, cx),
             #[cfg(feature = "quic")]
             Link::Quic(c) => c.poll_item(cx),
+            #[cfg(feature = "grpc")]
+            Link::Grpc(c) => c.poll_item(cx),
+            #[cfg(feature = "grpc")]
+            Link::GrpcClient(c) => c.poll_item(cx),
         }
     }
 
@@ -77,6 +102,10 @@ impl Link {
             }
             #[cfg(feature = "quic")]
             Link::Quic(c) => c.end_status(),
+            #[cfg(feature = "grpc")]
+            Link::Grpc(c) => c.end_status(),
+            #[cfg(feature = "grpc")]
+            Link::GrpcClient(_) => Status::unavailable("gRPC response ended without a status"),
         }
     }
 
@@ -94,6 +123,10 @@ impl Link {
             }
             #[cfg(feature = "quic")]
             Link::Quic(c) => c.abandon(Code::CANCELLED),
+            #[cfg(feature = "grpc")]
+            Link::Grpc(_) => {}
+            #[cfg(feature = "grpc")]
+            Link::GrpcClient(c) => c.abandon(),
         }
     }
 
@@ -103,6 +136,10 @@ impl Link {
             Link::Mux { shared, id } => shared.lock().fail_call(*id, status),
             #[cfg(feature = "quic")]
             Link::Quic(c) => c.fail(status),
+            #[cfg(feature = "grpc")]
+            Link::Grpc(_) => {}
+            #[cfg(feature = "grpc")]
+            Link::GrpcClient(c) => c.abandon(),
         }
     }
 
@@ -120,6 +157,8 @@ impl Link {
             }
             #[cfg(feature = "quic")]
             Link::Quic(c) => c.finish(),
+            #[cfg(feature = "grpc")]
+            Link::Grpc(_) | Link::GrpcClient(_) => Err(()),
         }
     }
 
@@ -129,6 +168,10 @@ impl Link {
             Link::Mux { shared, id } => send_message(shared, *id, message, server).await,
             #[cfg(feature = "quic")]
             Link::Quic(c) => c.send(message).await,
+            #[cfg(feature = "grpc")]
+            Link::Grpc(c) => c.send(message).await,
+            #[cfg(feature = "grpc")]
+            Link::GrpcClient(_) => Err(call_ended(server)),
         }
     }
 
@@ -143,6 +186,10 @@ impl Link {
             }
             #[cfg(feature = "quic")]
             Link::Quic(c) => c.send_headers(headers),
+            #[cfg(feature = "grpc")]
+            Link::Grpc(c) => c.send_headers(headers),
+            #[cfg(feature = "grpc")]
+            Link::GrpcClient(_) => {}
         }
     }
 
@@ -183,6 +230,10 @@ impl Link {
             }
             #[cfg(feature = "quic")]
             Link::Quic(c) => c.close(head, headers, message).await,
+            #[cfg(feature = "grpc")]
+            Link::Grpc(c) => c.close(head, headers, message),
+            #[cfg(feature = "grpc")]
+            Link::GrpcClient(_) => {}
         }
     }
 
@@ -193,6 +244,10 @@ impl Link {
             Link::Mux { shared, id } => shared.lock().take_single(*id),
             #[cfg(feature = "quic")]
             Link::Quic(c) => c.take_single(),
+            #[cfg(feature = "grpc")]
+            Link::Grpc(c) => c.take_single(),
+            #[cfg(feature = "grpc")]
+            Link::GrpcClient(_) => None,
         }
     }
 
@@ -203,6 +258,10 @@ impl Link {
             Link::Mux { shared, id } => shared.lock().poll_cancelled(*id, cx),
             #[cfg(feature = "quic")]
             Link::Quic(c) => c.poll_cancelled(cx),
+            #[cfg(feature = "grpc")]
+            Link::Grpc(c) => c.poll_cancelled(cx),
+            #[cfg(feature = "grpc")]
+            Link::GrpcClient(_) => Poll::Pending,
         }
     }
 
@@ -226,6 +285,10 @@ impl Link {
             }
             #[cfg(feature = "quic")]
             Link::Quic(c) => c.end_server_call(result).await,
+            #[cfg(feature = "grpc")]
+            Link::Grpc(c) => c.end_server_call(result),
+            #[cfg(feature = "grpc")]
+            Link::GrpcClient(_) => {}
         }
     }
 }

@@ -14,6 +14,8 @@
 mod call;
 mod client;
 mod conn;
+#[cfg(feature = "grpc")]
+pub mod grpc;
 mod link;
 #[cfg(feature = "quic")]
 mod quic;
@@ -21,9 +23,9 @@ mod server;
 pub(crate) mod service;
 
 pub use call::{Method, Request, Response, Streaming};
-pub use client::{CallResponse, CallSender, Channel, ChannelBuilder, RawCall};
+pub use client::{CallResponse, CallSender, Channel, ChannelBuilder, RawCall, RequestStream};
 pub use server::{AnyListener, BoxError, DuplicateRoute, Router, ServeError, Server, ServerCall};
-pub use service::{BoxStream, IntoRequest, NamedService};
+pub use service::{BoxStream, CallChannel, IntoRequest, NamedService};
 
 use crate::proto::{Config, Settings};
 

@@ -150,6 +150,9 @@ type BoxStream = Pin<Box<dyn Stream<Item = Result<Bytes, Status>> + Send>>;
 pub struct Router {
     routes: Arc<HashMap<Bytes, Handler>>,
     duplicates: Vec<String>,
+    /// Methods with a protobuf form, for the gRPC fallback.
+    #[cfg(feature = "grpc")]
+    protobuf: super::grpc::Protobuf,
 }
 
 impl fmt::Debug for Router {
@@ -205,8 +208,28 @@ impl Router {
         }
     }
 
+    /// Records the protobuf forms in `table`, for gRPC clients that send
+    /// `application/grpc` (generated services do this in `add_service`).
+    #[cfg(feature = "grpc")]
+    #[must_use]
+    pub fn with_protobuf(mut self, table: &super::grpc::Protobuf) -> Self {
+        self.protobuf = self.protobuf.merge(table);
+        self
+    }
+
+    /// The protobuf forms of this router's methods: what
+    /// [`Server::grpc`] needs to answer standard gRPC clients.
+    #[cfg(feature = "grpc")]
+    pub fn protobuf(&self) -> super::grpc::Protobuf {
+        self.protobuf.clone()
+    }
+
     /// Adds every route of `other`.
     pub fn merge(mut self, other: Router) -> Self {
+        #[cfg(feature = "grpc")]
+        {
+            self.protobuf = self.protobuf.merge(&other.protobuf);
+        }
         self.duplicates.extend(other.duplicates.iter().cloned());
         for (k, v) in other.routes.iter() {
             let routes = Arc::make_mut(&mut self.routes);
@@ -470,6 +493,8 @@ impl From<zap_transport::quic::QuicListener> for AnyListener {
 pub struct Server {
     limits: zap_transport::Limits,
     drain_timeout: Duration,
+    #[cfg(feature = "grpc")]
+    grpc: Option<super::grpc::GrpcServing>,
 }
 
 impl Default for Server {
@@ -477,6 +502,8 @@ impl Default for Server {
         Server {
             limits: zap_transport::Limits::default(),
             drain_timeout: Duration::from_secs(30),
+            #[cfg(feature = "grpc")]
+            grpc: None,
         }
     }
 }
@@ -510,6 +537,20 @@ impl Server {
     #[must_use]
     pub fn limits(mut self, limits: zap_transport::Limits) -> Self {
         self.limits = limits;
+        self
+    }
+
+    /// Also serves gRPC clients on the same listeners (feature `grpc`):
+    /// plaintext connections are told apart by their first byte, TLS ones
+    /// by ALPN (give the listener a
+    /// [`ServerTls::with_h2`](zap_transport::ServerTls::with_h2) config).
+    /// Methods in `protobuf` (usually [`Router::protobuf`]) answer
+    /// `application/grpc`; every method answers `application/grpc+zap`.
+    /// See [`grpc`](crate::grpc).
+    #[cfg(feature = "grpc")]
+    #[must_use]
+    pub fn grpc(mut self, protobuf: super::grpc::Protobuf) -> Self {
+        self.grpc = Some(super::grpc::GrpcServing { protobuf });
         self
     }
 
@@ -579,6 +620,10 @@ impl Server {
             }
         };
         let conns: Arc<ConnSet<Arc<Shared>>> = Arc::new(ConnSet::default());
+        // gRPC connections, each with the signal that closes it at the
+        // drain deadline.
+        #[cfg(feature = "grpc")]
+        let h2_conns: Arc<ConnSet<Arc<tokio::sync::Notify>>> = Arc::new(ConnSet::default());
         let limits = self.limits.clone();
         let mut shutdown = std::pin::pin!(shutdown);
         loop {
@@ -588,10 +633,12 @@ impl Server {
                     Ok(incoming) => {
                         // One clone of the service per connection; its
                         // driver clones it again per call, uncontended.
-                        let spawner = spawner(service.clone());
+                        let service = service.clone();
                         let limits = limits.clone();
                         let conns = conns.clone();
                         let stop = stop_rx.clone();
+                        #[cfg(feature = "grpc")]
+                        let (grpc, h2_conns) = (self.grpc.clone(), h2_conns.clone());
                         tokio::spawn(async move {
                             let mut stop_hs = stop.clone();
                             // A connection still in its handshake when the
@@ -604,10 +651,45 @@ impl Server {
                                 return;
                             };
                             let (stream, peer, guard) = conn.into_parts();
+                            #[cfg(feature = "grpc")]
+                            let (stream, read_ahead) = match grpc {
+                                None => (stream, None),
+                                Some(grpc) => match sniff(stream, &peer, &limits, &mut stop_hs).await {
+                                    Sniffed::Zap(stream, first) => (stream, first),
+                                    Sniffed::H2(io) => {
+                                        let force = Arc::new(tokio::sync::Notify::new());
+                                        let key = h2_conns.insert(force.clone());
+                                        let max = proto_config(&limits).settings.max_message as usize;
+                                        let mut stop = stop;
+                                        super::grpc::serve_h2(
+                                            io,
+                                            service,
+                                            &grpc,
+                                            Arc::new(peer),
+                                            &limits,
+                                            max,
+                                            async move {
+                                                let _ = stop.wait_for(|s| *s).await;
+                                            },
+                                            force.notified(),
+                                        )
+                                        .await;
+                                        drop(guard);
+                                        h2_conns.remove(key);
+                                        return;
+                                    }
+                                    Sniffed::Gone => return,
+                                },
+                            };
                             let proto = Connection::server(proto_config(&limits), Instant::now());
                             let shared = Shared::new(proto, peer);
                             let key = conns.insert(shared.clone());
-                            let driver = Driver::new(shared.clone(), stream, Some(spawner), Some(guard));
+                            #[allow(unused_mut)]
+                            let mut driver = Driver::new(shared.clone(), stream, Some(spawner(service)), Some(guard));
+                            #[cfg(feature = "grpc")]
+                            if let Some(first) = read_ahead {
+                                driver = driver.read_ahead(&[first]);
+                            }
                             watch_shutdown(driver, shared, stop).await;
                             conns.remove(key);
                         });
@@ -625,10 +707,15 @@ impl Server {
         }
         drop(listener);
         let _ = stop_tx.send(true);
-        drain(&conns, self.drain_timeout, |shared| {
+        let zap = drain(&conns, self.drain_timeout, |shared| {
             close_now(shared, Reason::NO_ERROR, "server shut down");
-        })
-        .await;
+        });
+        #[cfg(feature = "grpc")]
+        let zap = async {
+            let h2 = drain(&h2_conns, self.drain_timeout, |force| force.notify_one());
+            tokio::join!(zap, h2);
+        };
+        zap.await;
     }
 }
 
@@ -646,6 +733,48 @@ pub(crate) async fn drain<T: Clone>(conns: &ConnSet<T>, timeout: Duration, close
     let end = tokio::time::Instant::now() + Duration::from_secs(1);
     while !conns.is_empty() && tokio::time::Instant::now() < end {
         tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// What a connection on a server that also serves gRPC speaks.
+#[cfg(feature = "grpc")]
+enum Sniffed {
+    /// ZAP, with the first byte if it was read.
+    Zap(zap_transport::Stream, Option<u8>),
+    /// HTTP/2 (gRPC), with what was read put back.
+    H2(super::grpc::Rewind<zap_transport::Stream>),
+    /// Closed, silent for too long, or the server is stopping.
+    Gone,
+}
+
+/// Tells ZAP from HTTP/2: by ALPN under TLS, else by the first byte (ZAP's
+/// preface starts with `0x5A`, HTTP/2's with `P`; PROTOCOL.md §12).
+#[cfg(feature = "grpc")]
+async fn sniff(
+    mut stream: zap_transport::Stream,
+    peer: &PeerInfo,
+    limits: &zap_transport::Limits,
+    stop: &mut watch::Receiver<bool>,
+) -> Sniffed {
+    use tokio::io::AsyncReadExt;
+    if let Some(alpn) = &peer.alpn {
+        return if alpn.as_slice() == zap_transport::ALPN_H2 {
+            Sniffed::H2(super::grpc::Rewind::new(Bytes::new(), stream))
+        } else {
+            Sniffed::Zap(stream, None)
+        };
+    }
+    let mut first = [0u8; 1];
+    let read = tokio::time::timeout(super::grpc::sniff_timeout(limits), stream.read(&mut first));
+    tokio::select! {
+        r = read => match r {
+            Ok(Ok(1)) if first[0] == b'P' => {
+                Sniffed::H2(super::grpc::Rewind::new(Bytes::copy_from_slice(&first), stream))
+            }
+            Ok(Ok(1)) => Sniffed::Zap(stream, Some(first[0])),
+            _ => Sniffed::Gone,
+        },
+        _ = stop.wait_for(|s| *s) => Sniffed::Gone,
     }
 }
 

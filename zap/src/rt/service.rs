@@ -226,9 +226,81 @@ where
     })
 }
 
+/// What the generated `{Service}Client`s call through: a ZAP [`Channel`],
+/// or (feature `grpc`) a `GrpcChannel` to a gRPC server. Raw calls with
+/// message bytes; the typed clients encode and decode around them.
+pub trait CallChannel: Clone + Send + Sync + 'static {
+    /// A unary call.
+    fn unary(
+        &self,
+        path: &'static str,
+        request: Request<Bytes>,
+    ) -> impl Future<Output = Result<Response<Bytes>, Status>> + Send;
+
+    /// A server-streaming call.
+    fn server_streaming(
+        &self,
+        path: &'static str,
+        request: Request<Bytes>,
+    ) -> impl Future<Output = Result<Response<Streaming<Bytes>>, Status>> + Send;
+
+    /// A client-streaming call. An error in the request stream cancels
+    /// the call and is its result.
+    fn client_streaming(
+        &self,
+        path: &'static str,
+        request: Request<RequestStream>,
+    ) -> impl Future<Output = Result<Response<Bytes>, Status>> + Send;
+
+    /// A bidirectional call; errors in the request stream as above.
+    fn streaming(
+        &self,
+        path: &'static str,
+        request: Request<RequestStream>,
+    ) -> impl Future<Output = Result<Response<Streaming<Bytes>>, Status>> + Send;
+}
+
+impl CallChannel for Channel {
+    async fn unary(
+        &self,
+        path: &'static str,
+        request: Request<Bytes>,
+    ) -> Result<Response<Bytes>, Status> {
+        Channel::unary(self, path, request).await
+    }
+
+    async fn server_streaming(
+        &self,
+        path: &'static str,
+        request: Request<Bytes>,
+    ) -> Result<Response<Streaming<Bytes>>, Status> {
+        Channel::server_streaming(self, path, request).await
+    }
+
+    async fn client_streaming(
+        &self,
+        path: &'static str,
+        request: Request<RequestStream>,
+    ) -> Result<Response<Bytes>, Status> {
+        let (head, messages) = split_request(request);
+        let (sender, response) = self.open(path, head).await?;
+        self.finish_client_streaming(sender, response, messages)
+            .await
+    }
+
+    async fn streaming(
+        &self,
+        path: &'static str,
+        request: Request<RequestStream>,
+    ) -> Result<Response<Streaming<Bytes>>, Status> {
+        let (head, messages) = split_request(request);
+        self.streaming_raw(Method::from(path), head, messages).await
+    }
+}
+
 /// Calls a unary method.
-pub async fn call_unary<A: Payload, B: Payload>(
-    channel: &Channel,
+pub async fn call_unary<C: CallChannel, A: Payload, B: Payload>(
+    channel: &C,
     path: &'static str,
     request: Request<A>,
 ) -> Result<Response<B>, Status> {
@@ -237,8 +309,8 @@ pub async fn call_unary<A: Payload, B: Payload>(
 }
 
 /// Calls a server-streaming method.
-pub async fn call_server_streaming<A: Payload, B: Payload>(
-    channel: &Channel,
+pub async fn call_server_streaming<C: CallChannel, A: Payload, B: Payload>(
+    channel: &C,
     path: &'static str,
     request: Request<A>,
 ) -> Result<Response<Streaming<B>>, Status> {
@@ -249,40 +321,70 @@ pub async fn call_server_streaming<A: Payload, B: Payload>(
 }
 
 /// Calls a client-streaming method.
-pub async fn call_client_streaming<S, B>(
-    channel: &Channel,
+pub async fn call_client_streaming<C, S, B>(
+    channel: &C,
     path: &'static str,
     request: Request<S>,
 ) -> Result<Response<B>, Status>
 where
+    C: CallChannel,
     S: Stream + Send + 'static,
     S::Item: Payload,
     B: Payload,
 {
-    let (head, messages) = split_request(request);
-    let (sender, response) = channel.open(path, head).await?;
-    let messages: RequestStream = Box::pin(EncodeEach { inner: messages });
-    let resp = channel
-        .finish_client_streaming(sender, response, messages)
-        .await?;
+    let request = request.map(|inner| Box::pin(EncodeEach { inner }) as RequestStream);
+    let resp = channel.client_streaming(path, request).await?;
     decode_response(resp)
 }
 
 /// Calls a bidirectional-streaming method.
-pub async fn call_streaming<S, B>(
-    channel: &Channel,
+pub async fn call_streaming<C, S, B>(
+    channel: &C,
     path: &'static str,
     request: Request<S>,
 ) -> Result<Response<Streaming<B>>, Status>
 where
+    C: CallChannel,
     S: Stream + Send + 'static,
     S::Item: Payload,
     B: Payload,
 {
-    let (head, messages) = split_request(request);
-    let messages: RequestStream = Box::pin(EncodeEach { inner: messages });
-    let resp = channel
-        .streaming_raw(Method::from(path), head, messages)
-        .await?;
+    let request = request.map(|inner| Box::pin(EncodeEach { inner }) as RequestStream);
+    let resp = channel.streaming(path, request).await?;
     Ok(resp.map(Streaming::into_typed))
+}
+
+/// A service's request stream as a client call's: what the generated
+/// clients' service-trait impls forward (a proxy passes the bytes on).
+fn forward_requests<A>(request: Request<Streaming<A>>) -> Request<RequestStream> {
+    request.map(|s| Box::pin(s.into_typed::<Bytes>()) as RequestStream)
+}
+
+/// Forwards a client-streaming call as it is: a proxy's service method.
+pub async fn forward_client_streaming<C: CallChannel, A, B: Payload>(
+    channel: &C,
+    path: &'static str,
+    request: Request<Streaming<A>>,
+) -> Result<Response<B>, Status> {
+    let resp = channel
+        .client_streaming(path, forward_requests(request))
+        .await?;
+    decode_response(resp)
+}
+
+/// Forwards a bidirectional call; the responses as the service's stream.
+pub async fn forward_streaming<C: CallChannel, A, B: Payload>(
+    channel: &C,
+    path: &'static str,
+    request: Request<Streaming<A>>,
+) -> Result<Response<BoxStream<B>>, Status> {
+    let resp = channel.streaming(path, forward_requests(request)).await?;
+    Ok(resp.map(|s| Box::pin(s.into_typed::<B>()) as BoxStream<B>))
+}
+
+/// A server-streaming response as the service's stream.
+pub fn box_responses<B: Payload>(
+    response: Response<Streaming<B>>,
+) -> Response<BoxStream<B>> {
+    response.map(|s| Box::pin(s) as BoxStream<B>)
 }
