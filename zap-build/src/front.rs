@@ -120,6 +120,11 @@ pub(crate) fn generate(
     if !g.errors.is_empty() {
         return Err(Error::new(g.errors.join("\n")));
     }
+    if cfg.grpc {
+        for (package, code) in &mut packages {
+            code.extend(prost_twins(fds, generate, package)?);
+        }
+    }
     packages
         .into_iter()
         .map(|(package, code)| {
@@ -314,6 +319,19 @@ impl Gen<'_> {
                         ));
                         continue;
                     }
+                    if self.cfg.grpc
+                        && self
+                            .types
+                            .get(f.type_name())
+                            .is_some_and(|t| t.package != scope.package)
+                    {
+                        self.errors.push(format!(
+                            "{ffq}: with grpc, field types must be in the message's package \
+                             (`{}` is not)",
+                            f.type_name()
+                        ));
+                        continue;
+                    }
                     match self.rust_type(scope.clone(), f.type_name()) {
                         Some(t) => t,
                         None => {
@@ -391,13 +409,20 @@ impl Gen<'_> {
         if !is_camel(m.name()) {
             attrs.push(quote!(#[allow(non_camel_case_types)]));
         }
-        zap_codegen::message(&model::Message {
+        let convert = if self.cfg.grpc {
+            convert_impls(scope, m.name(), &fields)
+        } else {
+            TokenStream::new()
+        };
+        let mut out = zap_codegen::message(&model::Message {
             ident: ident(m.name()),
             vis: syn::parse_quote!(pub),
             fields,
             layout: Layout::Numbered,
             attrs,
-        })
+        });
+        out.extend(convert);
+        out
     }
 
     fn enumeration(
@@ -451,12 +476,29 @@ impl Gen<'_> {
         if !is_camel(e.name()) {
             attrs.push(quote!(#[allow(non_camel_case_types)]));
         }
-        zap_codegen::enumeration(&model::Enum {
+        let mut out = zap_codegen::enumeration(&model::Enum {
             ident: ident(e.name()),
             vis: syn::parse_quote!(pub),
             variants,
             attrs,
-        })
+        });
+        if self.cfg.grpc {
+            let name = ident(e.name());
+            // prost holds enum fields as `i32`, as the open newtype does.
+            out.extend(quote! {
+                impl ::zap::codegen::grpc::Convert<i32> for #name {
+                    fn convert(self) -> i32 {
+                        self.0
+                    }
+                }
+                impl ::zap::codegen::grpc::Convert<#name> for i32 {
+                    fn convert(self) -> #name {
+                        #name(self)
+                    }
+                }
+            });
+        }
+        out
     }
 
     fn service(
@@ -469,6 +511,7 @@ impl Gen<'_> {
         let fq = scope.fq(s.name());
         let mut methods = Vec::new();
         let mut seen = HashSet::new();
+        let mut errors = Vec::new();
         for (i, m) in s.method.iter().enumerate() {
             let (Some(input), Some(output)) = (
                 self.rust_type(scope.clone(), m.input_type()),
@@ -501,14 +544,20 @@ impl Gen<'_> {
                 ident: ident(&rust),
                 name: m.name().to_owned(),
                 kind,
+                proto: self.cfg.grpc.then(|| {
+                    (
+                        self.pb_type(m.input_type(), &fq, &mut errors),
+                        self.pb_type(m.output_type(), &fq, &mut errors),
+                    )
+                }),
                 input,
                 output,
-                proto: None,
                 attrs: docs
                     .get(&[path, &[2, i as i32]].concat())
                     .unwrap_or_default(),
             });
         }
+        self.errors.extend(errors);
         zap_codegen::service(
             &model::Service {
                 ident: ident(s.name()),
@@ -520,6 +569,26 @@ impl Gen<'_> {
             },
             self.cfg.parts,
         )
+    }
+
+    /// The prost twin of top-level message `fq` (a request or response),
+    /// from the package's module: `self::pb::Name`.
+    fn pb_type(&self, fq: &str, service: &str, errors: &mut Vec<String>) -> syn::Type {
+        match self.types.get(fq) {
+            Some(t) if t.package == service_package(service) => {
+                pb_path(&Scope {
+                    package: t.package.clone(),
+                    nesting: Vec::new(),
+                }, &t.nesting, &t.name)
+            }
+            _ => {
+                errors.push(format!(
+                    "{service}: with grpc, request and response types must be in the \
+                     service's package (`{fq}` is not)"
+                ));
+                syn::parse_quote!(())
+            }
+        }
     }
 
     /// Whether a value of message `from` holds (inline, through singular
@@ -625,4 +694,150 @@ impl Docs {
 /// `UpperCamelCase` (what rustc's naming lint accepts for types).
 fn is_camel(name: &str) -> bool {
     name.starts_with(|c: char| c.is_ascii_uppercase()) && !name.contains('_')
+}
+
+/// The package of `.pkg.Service`.
+fn service_package(fq: &str) -> &str {
+    let fq = fq.trim_start_matches('.');
+    fq.rsplit_once('.').map_or("", |(p, _)| p)
+}
+
+/// The path of the prost twin of a type nested in `nesting` (outermost
+/// first) named `name`, from code in `from` (the package module or a
+/// message's module in it): prost-build's names under the `pb` module.
+fn pb_path(from: &Scope, nesting: &[String], name: &str) -> syn::Type {
+    let mut segs: Vec<String> = vec!["super".to_owned(); from.nesting.len()];
+    if segs.is_empty() {
+        segs.push("self".to_owned());
+    }
+    segs.push("pb".to_owned());
+    segs.extend(nesting.iter().map(|n| prost_snake(n)));
+    segs.push(prost_camel(name));
+    syn::parse_str(&segs.join("::")).unwrap_or_else(|_| syn::parse_quote!(()))
+}
+
+#[cfg(feature = "grpc")]
+fn prost_snake(s: &str) -> String {
+    sanitize(&heck::ToSnakeCase::to_snake_case(s))
+}
+
+#[cfg(feature = "grpc")]
+fn prost_camel(s: &str) -> String {
+    sanitize(&heck::ToUpperCamelCase::to_upper_camel_case(s))
+}
+
+#[cfg(not(feature = "grpc"))]
+fn prost_snake(s: &str) -> String {
+    s.to_owned()
+}
+
+#[cfg(not(feature = "grpc"))]
+fn prost_camel(s: &str) -> String {
+    s.to_owned()
+}
+
+/// prost-build's keyword rule: raw identifiers, or a trailing `_` where
+/// Rust has no raw form.
+#[cfg(feature = "grpc")]
+fn sanitize(ident: &str) -> String {
+    match ident {
+        "_" | "super" | "self" | "Self" | "extern" | "crate" => format!("{ident}_"),
+        s if s.starts_with(|c: char| c.is_numeric()) => format!("_{ident}"),
+        s if syn::parse_str::<syn::Ident>(s).is_err() => format!("r#{ident}"),
+        _ => ident.to_owned(),
+    }
+}
+
+/// `Convert` both ways between a generated message (in `scope`) and its
+/// prost twin, field by field.
+fn convert_impls(scope: &Scope, name: &str, fields: &[model::Field]) -> TokenStream {
+    let zap = ident(name);
+    let pb = pb_path(scope, &[], name);
+    // The twin sits beside the message: same nesting in the `pb` tree.
+    let pb = if scope.nesting.is_empty() {
+        pb
+    } else {
+        let mut segs: Vec<String> = vec!["super".to_owned(); scope.nesting.len()];
+        segs.push("pb".to_owned());
+        segs.extend(scope.nesting.iter().map(|n| prost_snake(n)));
+        segs.push(prost_camel(name));
+        syn::parse_str(&segs.join("::")).unwrap_or(pb)
+    };
+    let names: Vec<&syn::Ident> = fields.iter().map(|f| &f.ident).collect();
+    let pb_names: Vec<syn::Ident> = fields
+        .iter()
+        .map(|f| {
+            let raw = zap_codegen::names::unraw(&f.ident);
+            let raw = raw.trim_end_matches('_');
+            syn::parse_str(&prost_snake(raw)).unwrap_or_else(|_| f.ident.clone())
+        })
+        .collect();
+    quote! {
+        impl ::zap::codegen::grpc::Convert<#pb> for #zap {
+            #[allow(unused_variables)]
+            fn convert(self) -> #pb {
+                #pb {
+                    #(#pb_names: ::zap::codegen::grpc::Convert::convert(self.#names),)*
+                }
+            }
+        }
+        impl ::zap::codegen::grpc::Convert<#zap> for #pb {
+            #[allow(unused_variables)]
+            fn convert(self) -> #zap {
+                #zap {
+                    #(#names: ::zap::codegen::grpc::Convert::convert(self.#pb_names),)*
+                }
+            }
+        }
+    }
+}
+
+/// The prost twins of `package`'s messages, as a `pb` module.
+#[cfg(feature = "grpc")]
+fn prost_twins(
+    fds: &FileDescriptorSet,
+    generate: &[String],
+    package: &str,
+) -> Result<TokenStream, Error> {
+    let requests: Vec<_> = fds
+        .file
+        .iter()
+        .filter(|f| f.package() == package && generate.iter().any(|g| g == f.name()))
+        .map(|f| {
+            (
+                prost_build::Module::from_protobuf_package_name(f.package()),
+                f.clone(),
+            )
+        })
+        .collect();
+    let mut config = prost_build::Config::new();
+    config
+        .prost_path("::zap::codegen::grpc::prost")
+        .bytes(["."])
+        .disable_comments(["."]);
+    let modules = config
+        .generate(requests)
+        .map_err(|e| Error::new(format!("prost-build failed for `{package}`: {e}")))?;
+    let mut code = TokenStream::new();
+    for (_, text) in modules {
+        let file: syn::File = syn::parse_str(&text)
+            .map_err(|e| Error::new(format!("prost-build output for `{package}`: {e}")))?;
+        code.extend(quote!(#file));
+    }
+    let doc = format!(
+        " The prost twins of `{package}`'s messages (protobuf encoding), for the gRPC \
+         fallback; `zap::grpc::Convert` turns each into its ZAP message and back."
+    );
+    Ok(quote! {
+        #[doc = #doc]
+        #[allow(missing_docs, clippy::all, clippy::pedantic)]
+        pub mod pb {
+            #code
+        }
+    })
+}
+
+#[cfg(not(feature = "grpc"))]
+fn prost_twins(_: &FileDescriptorSet, _: &[String], _: &str) -> Result<TokenStream, Error> {
+    Err(Error::new("gRPC generation needs zap-build's `grpc` feature"))
 }

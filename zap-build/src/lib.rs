@@ -46,6 +46,15 @@
 //!   and a `{service}_methods` module of path constants. Method names are
 //!   snake case (`GetBlock` → `get_block`).
 //!
+//! - **gRPC** (feature `grpc`, then `Config::grpc(true)`): a `pb` module per package with the prost
+//!   twin of every message (prost-build, `bytes` as `Bytes`), conversions
+//!   both ways (`zap::grpc::Convert`: `Text` ↔ `String`, enums ↔ `i32`,
+//!   the rest field by field), a `{service}_protobuf()` table that
+//!   `Router::add_service` records so `Server::grpc` can answer
+//!   `application/grpc`, and `{Service}Client::grpc(tonic_channel)` to call
+//!   any gRPC server. The generated client also implements the service
+//!   trait (a proxy) over either wire.
+//!
 //! Generated code reaches the runtime only through `::zap::codegen` and
 //! writes every other path absolutely, so any message, service or method
 //! name compiles (a service named `Result`, methods `Drop` and `Clone`,
@@ -84,6 +93,7 @@ pub struct Config {
     extern_paths: Vec<(String, String)>,
     parts: ServiceParts,
     rerun_if_changed: bool,
+    grpc: bool,
 }
 
 impl Default for Config {
@@ -102,6 +112,7 @@ impl Config {
             extern_paths: Vec::new(),
             parts: ServiceParts::default(),
             rerun_if_changed: true,
+            grpc: false,
         }
     }
 
@@ -155,6 +166,19 @@ impl Config {
     /// Whether to generate `{Service}Client` types (default: yes).
     pub fn build_client(&mut self, yes: bool) -> &mut Self {
         self.parts.client = yes;
+        self
+    }
+
+    /// Whether to generate the gRPC fallback's parts (default: no; an
+    /// explicit switch, so that cargo's feature unification cannot turn
+    /// it on for a crate that did not ask): a `pb` module of prost messages per package,
+    /// `zap::grpc::Convert` between each message and its prost twin, a
+    /// `{service}_protobuf()` table per service that `add_service`
+    /// registers, and `{Service}Client::grpc(channel)`. The crate then
+    /// needs zap's `grpc` feature. Types must come from the same package.
+    #[cfg(feature = "grpc")]
+    pub fn grpc(&mut self, yes: bool) -> &mut Self {
+        self.grpc = yes;
         self
     }
 
