@@ -110,6 +110,12 @@ impl GrpcChannel {
             failed: Some(failed_tx),
         };
         let mut req = tonic::Request::new(messages);
+        // hyper resets an HTTP/2 stream whose response was dropped only
+        // once its request body is done; tonic's cancellation handle ends
+        // an open request stream with a reset (CANCEL) instead.
+        let cancel = req.cancellation_handle();
+        // Dropping this call before the response cancels it.
+        let guard = CancelOnDrop(Some(cancel.clone()));
         *req.metadata_mut() = to_tonic_metadata(head.metadata());
         if let Some(d) = deadline {
             req.set_timeout(d.saturating_duration_since(std::time::Instant::now()));
@@ -139,10 +145,12 @@ impl GrpcChannel {
                 .await
                 .map_err(|_| Status::deadline_exceeded("deadline exceeded"))??,
         };
+        guard.disarm();
         let (headers, stream, _) = resp.into_parts();
         let headers = metadata_from_tonic(&headers)?;
         let link = Link::GrpcClient(Arc::new(GrpcResponse {
             stream: Mutex::new(Some(Box::pin(stream))),
+            cancel,
         }));
         let mut resp = Response::new(Streaming::new(Inbox::new(link, true)));
         *resp.headers_mut() = headers;
@@ -222,6 +230,23 @@ impl Stream for Once {
     }
 }
 
+/// Cancels the call if the call future is dropped before its response.
+struct CancelOnDrop(Option<tonic::CancellationHandle>);
+
+impl CancelOnDrop {
+    fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        if let Some(c) = self.0.take() {
+            c.cancel();
+        }
+    }
+}
+
 /// The request messages for tonic; an error item stops the stream and
 /// reports the status, which ends the call.
 struct Outgoing {
@@ -254,6 +279,7 @@ impl Stream for Outgoing {
 /// it is a [`Streaming`] like a ZAP response.
 pub(crate) struct GrpcResponse {
     stream: Mutex<Option<Pin<Box<tonic::codec::Streaming<Bytes>>>>>,
+    cancel: tonic::CancellationHandle,
 }
 
 impl GrpcResponse {
@@ -298,7 +324,9 @@ impl GrpcResponse {
     /// The response stream was dropped before its end: drop tonic's,
     /// which resets the HTTP/2 stream (CANCEL).
     pub(crate) fn abandon(&self) {
-        self.stream.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if self.stream.lock().unwrap_or_else(|e| e.into_inner()).take().is_some() {
+            self.cancel.clone().cancel();
+        }
     }
 }
 

@@ -125,7 +125,17 @@ impl GrpcCall {
             }
             Poll::Ready(Some(Err(s))) => {
                 r.stream = None;
-                r.error = Some(from_tonic(s));
+                // tonic reports a body the transport broke off (the client
+                // reset the stream, the connection died) as UNKNOWN; its
+                // own decoding errors carry other codes.
+                let status = if s.code() == tonic::Code::Unknown {
+                    drop(r);
+                    self.cancel(Code::CANCELLED);
+                    Status::cancelled(format!("call cancelled by the client: {}", s.message()))
+                } else {
+                    from_tonic(s)
+                };
+                lock(&self.requests).error = Some(status);
                 Poll::Ready(None)
             }
         }

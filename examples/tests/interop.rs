@@ -1,0 +1,381 @@
+//! The compatibility suite (issue #5): gRPC's interop cases
+//! (grpc/grpc `doc/interop-test-descriptions.md`) run against one server
+//! that serves ZAP and gRPC on one port, over three wires:
+//!
+//! - `zap`: the generated client over a ZAP `Channel`;
+//! - `grpc`: the same client over a `GrpcChannel` (tonic, HTTP/2,
+//!   protobuf messages converted by the generated tables);
+//! - `grpc+zap`: over a `GrpcChannel` with ZAP messages.
+//!
+//! Each case checks its expected result and returns what it observed; the
+//! observations must be the same on every wire. tonic's own generated
+//! client (tonic-prost-build) calls the fallback too, and the one-port
+//! tests check plaintext sniffing and ALPN under TLS.
+
+use std::pin::Pin;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt};
+use tokio::sync::mpsc;
+use zap::grpc::GrpcChannel;
+use zap::transport::test_certs::TestPki;
+use zap::transport::{Limits, Listener, Url};
+use zap::{CallChannel, Channel, Code, Request, Router, Server, Status};
+use zap_examples::interop::*;
+
+type Boxed<T> = Pin<Box<dyn Stream<Item = T> + Send>>;
+
+struct Fixture {
+    url: Url,
+    port: u16,
+    interop: Interop,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+async fn serve(tls: Option<&TestPki>) -> Fixture {
+    let interop = Interop::default();
+    let router = Router::new()
+        .add_service(TestServiceServer::new(interop.clone()))
+        .expect("routes");
+    let (url, server_tls) = match tls {
+        None => ("zap://127.0.0.1:0", None),
+        Some(pki) => ("zaps://127.0.0.1:0", Some(pki.server_tls().with_h2())),
+    };
+    let url = Url::parse(url).expect("url");
+    let listener = Listener::bind(&url, server_tls, Limits::default())
+        .await
+        .expect("bind");
+    let url = listener.local_url();
+    let port = url.port().expect("port");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = Server::builder().grpc(router.protobuf());
+    tokio::spawn(async move {
+        server
+            .serve_with_shutdown(listener, router, async {
+                let _ = stopped.await;
+            })
+            .await
+            .expect("serve");
+    });
+    Fixture {
+        url,
+        port,
+        interop,
+        _stop: stop,
+    }
+}
+
+async fn tonic_channel(port: u16) -> tonic::transport::Channel {
+    tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{port}"))
+        .expect("endpoint")
+        .connect()
+        .await
+        .expect("connect")
+}
+
+fn zeros(n: usize) -> Option<Payload> {
+    Some(Payload {
+        r#type: PayloadType::COMPRESSABLE,
+        body: Bytes::from(vec![0u8; n]),
+    })
+}
+
+fn len(p: &Option<Payload>) -> usize {
+    p.as_ref().map_or(0, |p| p.body.len())
+}
+
+fn params(sizes: &[i32]) -> Vec<ResponseParameters> {
+    sizes
+        .iter()
+        .map(|&size| ResponseParameters {
+            size,
+            interval_us: 0,
+        })
+        .collect()
+}
+
+/// A request stream the test feeds by hand.
+fn feed<T: Send + 'static>() -> (mpsc::Sender<T>, Boxed<T>) {
+    let (tx, rx) = mpsc::channel(4);
+    let s = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|m| (m, rx))
+    });
+    (tx, Box::pin(s))
+}
+
+fn code_of<T>(r: &Result<T, Status>) -> String {
+    match r {
+        Ok(_) => "OK".to_owned(),
+        Err(s) => format!("{:?}: {}", s.code(), s.message()),
+    }
+}
+
+/// Waits until the server saw `n` calls cancelled.
+async fn server_saw_cancelled(interop: &Interop, n: usize) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while interop.cancelled() < n {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the server did not see the cancellation ({} of {n})",
+            interop.cancelled()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+const SPECIAL: &str = "\t\ntest with whitespace\r\nand Unicode BMP \u{263a} and non-BMP \u{1f608}\t\n";
+
+/// Runs every case on `channel`; returns what each observed.
+async fn run_cases<C: CallChannel>(channel: C, interop: &Interop) -> Vec<(String, String)> {
+    let client = TestServiceClient::new(channel.clone());
+    let mut seen = Vec::new();
+    let mut note = |case: &str, what: String| seen.push((case.to_owned(), what));
+
+    // empty_unary
+    let r = client.empty_call(Empty {}).await.expect("empty_unary");
+    assert_eq!(r.get_ref(), &Empty {});
+    note("empty_unary", "OK".into());
+
+    // large_unary
+    let r = client
+        .unary_call(SimpleRequest {
+            response_size: 314_159,
+            payload: zeros(271_828),
+            ..SimpleRequest::default()
+        })
+        .await
+        .expect("large_unary");
+    assert_eq!(len(&r.get_ref().payload), 314_159);
+    note("large_unary", len(&r.get_ref().payload).to_string());
+
+    // client_streaming
+    let requests: Vec<_> = [27_182, 8, 1_828, 45_904]
+        .iter()
+        .map(|&n| StreamingInputCallRequest { payload: zeros(n) })
+        .collect();
+    let r = client
+        .streaming_input_call(futures_util::stream::iter(requests))
+        .await
+        .expect("client_streaming");
+    assert_eq!(r.get_ref().aggregated_payload_size, 74_922);
+    note("client_streaming", r.get_ref().aggregated_payload_size.to_string());
+
+    // server_streaming
+    let sizes = [31_415, 9, 2_653, 58_979];
+    let r = client
+        .streaming_output_call(StreamingOutputCallRequest {
+            response_parameters: params(&sizes),
+            ..StreamingOutputCallRequest::default()
+        })
+        .await
+        .expect("server_streaming");
+    let got: Vec<usize> = r
+        .into_inner()
+        .map(|m| len(&m.expect("message").payload))
+        .collect()
+        .await;
+    assert_eq!(got, sizes.map(|s| s as usize));
+    note("server_streaming", format!("{got:?}"));
+
+    // ping_pong
+    let (tx, requests) = feed();
+    let mut responses = client
+        .full_duplex_call(requests)
+        .await
+        .expect("ping_pong")
+        .into_inner();
+    let mut got = Vec::new();
+    for (req, resp) in [(27_182, 31_415), (8, 9), (1_828, 2_653), (45_904, 58_979)] {
+        tx.send(StreamingOutputCallRequest {
+            response_parameters: params(&[resp]),
+            payload: zeros(req),
+            ..StreamingOutputCallRequest::default()
+        })
+        .await
+        .expect("send");
+        let m = responses.message().await.expect("pong").expect("a response");
+        got.push(len(&m.payload));
+    }
+    drop(tx);
+    assert!(responses.message().await.expect("end").is_none());
+    assert_eq!(got, [31_415, 9, 2_653, 58_979]);
+    note("ping_pong", format!("{got:?}"));
+
+    // empty_stream
+    let r = client
+        .full_duplex_call(futures_util::stream::empty())
+        .await
+        .expect("empty_stream");
+    let mut s = r.into_inner();
+    assert!(s.message().await.expect("empty_stream end").is_none());
+    note("empty_stream", "0 responses".into());
+
+    // custom_metadata, unary and bidirectional
+    let mut req = Request::new(SimpleRequest {
+        response_size: 314_159,
+        payload: zeros(271_828),
+        ..SimpleRequest::default()
+    });
+    req.metadata_mut()
+        .insert("x-grpc-test-echo-initial", "test_initial_metadata_value")
+        .expect("ascii");
+    req.metadata_mut()
+        .insert_bin(
+            "x-grpc-test-echo-trailing-bin",
+            Bytes::from_static(&[0xab, 0xab, 0xab]),
+        )
+        .expect("bin");
+    let r = client.unary_call(req).await.expect("custom_metadata");
+    let initial = r.headers().get("x-grpc-test-echo-initial").map(str::to_owned);
+    let trailing = r.trailers().get_bin("x-grpc-test-echo-trailing-bin").cloned();
+    assert_eq!(initial.as_deref(), Some("test_initial_metadata_value"));
+    assert_eq!(trailing.as_deref(), Some(&[0xab, 0xab, 0xab][..]));
+    let mut req: Request<Boxed<_>> = Request::new(Box::pin(futures_util::stream::iter([StreamingOutputCallRequest {
+        response_parameters: params(&[314_159]),
+        payload: zeros(271_828),
+        ..StreamingOutputCallRequest::default()
+    }])));
+    req.metadata_mut()
+        .insert("x-grpc-test-echo-initial", "test_initial_metadata_value")
+        .expect("ascii");
+    req.metadata_mut()
+        .insert_bin(
+            "x-grpc-test-echo-trailing-bin",
+            Bytes::from_static(&[0xab, 0xab, 0xab]),
+        )
+        .expect("bin");
+    let r = client
+        .full_duplex_call::<Boxed<_>>(req)
+        .await
+        .expect("custom_metadata bidi");
+    assert_eq!(
+        r.headers().get("x-grpc-test-echo-initial"),
+        Some("test_initial_metadata_value")
+    );
+    let mut s = r.into_inner();
+    while s.message().await.expect("bidi message").is_some() {}
+    assert_eq!(
+        s.trailers()
+            .and_then(|t| t.get_bin("x-grpc-test-echo-trailing-bin"))
+            .map(|b| b.to_vec()),
+        Some(vec![0xab, 0xab, 0xab])
+    );
+    note("custom_metadata", format!("{initial:?} {trailing:?}"));
+
+    // status_code_and_message, special_status_message
+    for (case, message) in [
+        ("status_code_and_message", "test status message"),
+        ("special_status_message", SPECIAL),
+    ] {
+        let status = || {
+            Some(EchoStatus {
+                code: 2,
+                message: message.into(),
+            })
+        };
+        let r = client
+            .unary_call(SimpleRequest {
+                response_status: status(),
+                ..SimpleRequest::default()
+            })
+            .await;
+        let unary = code_of(&r);
+        assert_eq!(unary, format!("{:?}: {message}", Code::UNKNOWN), "{case}");
+        let r = client
+            .full_duplex_call(futures_util::stream::iter([StreamingOutputCallRequest {
+                response_status: status(),
+                ..StreamingOutputCallRequest::default()
+            }]))
+            .await;
+        let bidi = match r {
+            Err(s) => code_of::<()>(&Err(s)),
+            Ok(r) => {
+                let mut s = r.into_inner();
+                code_of(&s.message().await)
+            }
+        };
+        assert_eq!(bidi, unary, "{case} (bidi)");
+        note(case, unary);
+    }
+
+    // unimplemented_method
+    let r = client.unimplemented_call(Empty {}).await;
+    assert_eq!(r.as_ref().err().map(Status::code), Some(Code::UNIMPLEMENTED));
+    note("unimplemented_method", format!("{:?}", Code::UNIMPLEMENTED));
+
+    // unimplemented_service
+    let other = UnimplementedServiceClient::new(channel.clone());
+    let r = other.unimplemented_call(Empty {}).await;
+    assert_eq!(r.as_ref().err().map(Status::code), Some(Code::UNIMPLEMENTED));
+    note("unimplemented_service", format!("{:?}", Code::UNIMPLEMENTED));
+
+    // cancel_after_begin: the client gives up on a client stream before
+    // sending anything; the server's handler sees the cancellation.
+    let before = interop.cancelled();
+    let (tx, requests) = feed::<StreamingInputCallRequest>();
+    let call = client.streaming_input_call(requests);
+    let r = tokio::time::timeout(Duration::from_millis(100), call).await;
+    assert!(r.is_err(), "the call cannot end before the client does");
+    drop(tx);
+    server_saw_cancelled(interop, before + 1).await;
+    note("cancel_after_begin", "server saw CANCELLED".into());
+
+    // cancel_after_first_response
+    let before = interop.cancelled();
+    let (tx, requests) = feed();
+    let mut responses = client
+        .full_duplex_call(requests)
+        .await
+        .expect("cancel_after_first_response")
+        .into_inner();
+    tx.send(StreamingOutputCallRequest {
+        response_parameters: params(&[31_415]),
+        payload: zeros(27_182),
+        ..StreamingOutputCallRequest::default()
+    })
+    .await
+    .expect("send");
+    let first = responses.message().await.expect("first").expect("a response");
+    assert_eq!(len(&first.payload), 31_415);
+    drop(responses);
+    drop(tx);
+    server_saw_cancelled(interop, before + 1).await;
+    note("cancel_after_first_response", "server saw CANCELLED".into());
+
+    // timeout_on_sleeping_server: 1 ms for a server that sleeps 1 s.
+    let mut req: Request<Boxed<_>> = Request::new(Box::pin(futures_util::stream::iter([StreamingOutputCallRequest {
+        response_parameters: vec![ResponseParameters {
+            size: 31_415,
+            interval_us: 1_000_000,
+        }],
+        payload: zeros(27_182),
+        ..StreamingOutputCallRequest::default()
+    }])));
+    req.set_timeout(Duration::from_millis(1));
+    let code = match client.full_duplex_call::<Boxed<_>>(req).await {
+        Err(s) => s.code(),
+        Ok(r) => match r.into_inner().message().await {
+            Err(s) => s.code(),
+            Ok(m) => panic!("timeout_on_sleeping_server: got {m:?}"),
+        },
+    };
+    assert_eq!(code, Code::DEADLINE_EXCEEDED);
+    note("timeout_on_sleeping_server", format!("{code:?}"));
+
+    seen
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interop_cases_agree_on_zap_grpc_and_grpc_zap() {
+    let f = serve(None).await;
+    let zap = Channel::builder(f.url.clone()).connect_lazy();
+    let on_zap = run_cases(zap, &f.interop).await;
+    let grpc = GrpcChannel::protobuf(tonic_channel(f.port).await, test_service_protobuf().merge(&unimplemented_service_protobuf()));
+    let on_grpc = run_cases(grpc, &f.interop).await;
+    let on_grpc_zap = run_cases(GrpcChannel::zap(tonic_channel(f.port).await), &f.interop).await;
+    assert_eq!(on_zap.len(), 14);
+    assert_eq!(on_zap, on_grpc, "ZAP and gRPC (protobuf) differ");
+    assert_eq!(on_zap, on_grpc_zap, "ZAP and gRPC (ZAP messages) differ");
+}
+
