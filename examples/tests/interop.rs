@@ -13,6 +13,7 @@
 //! tests check plaintext sniffing and ALPN under TLS.
 
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -379,3 +380,142 @@ async fn interop_cases_agree_on_zap_grpc_and_grpc_zap() {
     assert_eq!(on_zap, on_grpc_zap, "ZAP and gRPC (ZAP messages) differ");
 }
 
+
+/// A tonic channel over TLS 1.3 (the test CA, ALPN `h2`) to `port`.
+async fn tonic_tls_channel(pki: &TestPki, port: u16) -> tonic::transport::Channel {
+    let mut config = (*pki.client_tls().config()).clone();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let connect = tower::service_fn(move |_: tonic::codegen::http::Uri| {
+        let connector = connector.clone();
+        async move {
+            let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+            let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
+            let tls = connector.connect(name, tcp).await?;
+            assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+            Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(tls))
+        }
+    });
+    tonic::transport::Endpoint::from_shared(format!("https://localhost:{port}"))
+        .expect("endpoint")
+        .connect_with_connector(connect)
+        .await
+        .expect("connect over TLS")
+}
+
+/// One call each way, to tell the wires apart in the one-port tests.
+async fn both_answer<C: CallChannel, D: CallChannel>(zap: C, grpc: D) {
+    for c in [TestServiceClient::new(zap).unary_call(SimpleRequest {
+        response_size: 10,
+        ..SimpleRequest::default()
+    }).await] {
+        assert_eq!(len(&c.expect("ZAP call").get_ref().payload), 10);
+    }
+    let r = TestServiceClient::new(grpc)
+        .unary_call(SimpleRequest {
+            response_size: 20,
+            ..SimpleRequest::default()
+        })
+        .await
+        .expect("gRPC call");
+    assert_eq!(len(&r.get_ref().payload), 20);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_port_serves_zap_and_grpc_over_plaintext() {
+    let f = serve(None).await;
+    let zap = Channel::builder(f.url.clone()).connect_lazy();
+    let grpc = GrpcChannel::protobuf(tonic_channel(f.port).await, test_service_protobuf());
+    both_answer(zap, grpc).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_port_serves_zap_and_grpc_over_tls_by_alpn() {
+    let pki = TestPki::generate();
+    let f = serve(Some(&pki)).await;
+    assert_eq!(f.url.scheme(), zap::transport::Scheme::Tls);
+    let zap = Channel::builder(f.url.clone())
+        .tls(pki.client_tls())
+        .connect_lazy();
+    let grpc = GrpcChannel::protobuf(tonic_tls_channel(&pki, f.port).await, test_service_protobuf());
+    both_answer(zap, grpc).await;
+}
+
+/// tonic's own generated client (tonic-prost-build), not ours, calls the
+/// fallback: standard protobuf, status codes, metadata, deadlines.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tonic_generated_client_calls_the_fallback() {
+    use zap_examples::tonic_clients::grpc_testing as t;
+    let f = serve(None).await;
+    let mut c = t::test_service_client::TestServiceClient::new(tonic_channel(f.port).await);
+    c.empty_call(t::Empty {}).await.expect("empty_unary");
+
+    let mut req = tonic::Request::new(t::SimpleRequest {
+        response_size: 314_159,
+        payload: Some(t::Payload {
+            r#type: 0,
+            body: vec![0; 271_828],
+        }),
+        ..Default::default()
+    });
+    req.metadata_mut()
+        .insert("x-grpc-test-echo-initial", "test_initial_metadata_value".parse().expect("ascii"));
+    req.metadata_mut().insert_bin(
+        "x-grpc-test-echo-trailing-bin",
+        tonic::metadata::MetadataValue::from_bytes(&[0xab, 0xab, 0xab]),
+    );
+    let r = c.unary_call(req).await.expect("large_unary");
+    assert_eq!(
+        r.metadata().get("x-grpc-test-echo-initial").map(|v| v.to_str().expect("ascii")),
+        Some("test_initial_metadata_value")
+    );
+    assert_eq!(r.get_ref().payload.as_ref().map(|p| p.body.len()), Some(314_159));
+
+    let r = c
+        .streaming_output_call(t::StreamingOutputCallRequest {
+            response_parameters: [31_415, 9, 2_653, 58_979]
+                .iter()
+                .map(|&size| t::ResponseParameters { size, interval_us: 0 })
+                .collect(),
+            ..Default::default()
+        })
+        .await
+        .expect("server_streaming");
+    let mut s = r.into_inner();
+    let mut sizes = Vec::new();
+    while let Some(m) = s.message().await.expect("message") {
+        sizes.push(m.payload.map_or(0, |p| p.body.len()));
+    }
+    assert_eq!(sizes, [31_415, 9, 2_653, 58_979]);
+
+    let e = c
+        .unary_call(t::SimpleRequest {
+            response_status: Some(t::EchoStatus {
+                code: 2,
+                message: SPECIAL.into(),
+            }),
+            ..Default::default()
+        })
+        .await
+        .expect_err("status");
+    assert_eq!((e.code(), e.message()), (tonic::Code::Unknown, SPECIAL));
+
+    let e = c.unimplemented_call(t::Empty {}).await.expect_err("unimplemented");
+    assert_eq!(e.code(), tonic::Code::Unimplemented);
+
+    // A deadline the server cannot meet: DEADLINE_EXCEEDED from the server
+    // (tonic itself does not enforce grpc-timeout on the client).
+    let mut req = tonic::Request::new(futures_util::stream::iter([t::StreamingOutputCallRequest {
+        response_parameters: vec![t::ResponseParameters {
+            size: 1,
+            interval_us: 1_000_000,
+        }],
+        ..Default::default()
+    }]));
+    req.set_timeout(Duration::from_millis(20));
+    let code = match c.full_duplex_call(req).await {
+        Err(e) => e.code(),
+        Ok(r) => r.into_inner().message().await.expect_err("deadline").code(),
+    };
+    assert_eq!(code, tonic::Code::DeadlineExceeded);
+}
