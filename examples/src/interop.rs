@@ -224,7 +224,12 @@ impl TestService for Interop {
         Ok(resp)
     }
 
-    async fn unimplemented_call(&self, _request: Request<Empty>) -> Result<Response<Empty>, Status> {
-        Err(Status::unimplemented("UnimplementedCall is not implemented"))
+    async fn unimplemented_call(
+        &self,
+        _request: Request<Empty>,
+    ) -> Result<Response<Empty>, Status> {
+        Err(Status::unimplemented(
+            "UnimplementedCall is not implemented",
+        ))
     }
 }

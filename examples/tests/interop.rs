@@ -99,9 +99,8 @@ fn params(sizes: &[i32]) -> Vec<ResponseParameters> {
 /// A request stream the test feeds by hand.
 fn feed<T: Send + 'static>() -> (mpsc::Sender<T>, Boxed<T>) {
     let (tx, rx) = mpsc::channel(4);
-    let s = futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|m| (m, rx))
-    });
+    let s =
+        futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|m| (m, rx)) });
     (tx, Box::pin(s))
 }
 
@@ -125,7 +124,8 @@ async fn server_saw_cancelled(interop: &Interop, n: usize) {
     }
 }
 
-const SPECIAL: &str = "\t\ntest with whitespace\r\nand Unicode BMP \u{263a} and non-BMP \u{1f608}\t\n";
+const SPECIAL: &str =
+    "\t\ntest with whitespace\r\nand Unicode BMP \u{263a} and non-BMP \u{1f608}\t\n";
 
 /// Runs every case on `channel`; returns what each observed.
 async fn run_cases<C: CallChannel>(channel: C, interop: &Interop) -> Vec<(String, String)> {
@@ -160,7 +160,10 @@ async fn run_cases<C: CallChannel>(channel: C, interop: &Interop) -> Vec<(String
         .await
         .expect("client_streaming");
     assert_eq!(r.get_ref().aggregated_payload_size, 74_922);
-    note("client_streaming", r.get_ref().aggregated_payload_size.to_string());
+    note(
+        "client_streaming",
+        r.get_ref().aggregated_payload_size.to_string(),
+    );
 
     // server_streaming
     let sizes = [31_415, 9, 2_653, 58_979];
@@ -195,7 +198,11 @@ async fn run_cases<C: CallChannel>(channel: C, interop: &Interop) -> Vec<(String
         })
         .await
         .expect("send");
-        let m = responses.message().await.expect("pong").expect("a response");
+        let m = responses
+            .message()
+            .await
+            .expect("pong")
+            .expect("a response");
         got.push(len(&m.payload));
     }
     drop(tx);
@@ -228,15 +235,23 @@ async fn run_cases<C: CallChannel>(channel: C, interop: &Interop) -> Vec<(String
         )
         .expect("bin");
     let r = client.unary_call(req).await.expect("custom_metadata");
-    let initial = r.headers().get("x-grpc-test-echo-initial").map(str::to_owned);
-    let trailing = r.trailers().get_bin("x-grpc-test-echo-trailing-bin").cloned();
+    let initial = r
+        .headers()
+        .get("x-grpc-test-echo-initial")
+        .map(str::to_owned);
+    let trailing = r
+        .trailers()
+        .get_bin("x-grpc-test-echo-trailing-bin")
+        .cloned();
     assert_eq!(initial.as_deref(), Some("test_initial_metadata_value"));
     assert_eq!(trailing.as_deref(), Some(&[0xab, 0xab, 0xab][..]));
-    let mut req: Request<Boxed<_>> = Request::new(Box::pin(futures_util::stream::iter([StreamingOutputCallRequest {
-        response_parameters: params(&[314_159]),
-        payload: zeros(271_828),
-        ..StreamingOutputCallRequest::default()
-    }])));
+    let mut req: Request<Boxed<_>> = Request::new(Box::pin(futures_util::stream::iter([
+        StreamingOutputCallRequest {
+            response_parameters: params(&[314_159]),
+            payload: zeros(271_828),
+            ..StreamingOutputCallRequest::default()
+        },
+    ])));
     req.metadata_mut()
         .insert("x-grpc-test-echo-initial", "test_initial_metadata_value")
         .expect("ascii");
@@ -302,14 +317,23 @@ async fn run_cases<C: CallChannel>(channel: C, interop: &Interop) -> Vec<(String
 
     // unimplemented_method
     let r = client.unimplemented_call(Empty {}).await;
-    assert_eq!(r.as_ref().err().map(Status::code), Some(Code::UNIMPLEMENTED));
+    assert_eq!(
+        r.as_ref().err().map(Status::code),
+        Some(Code::UNIMPLEMENTED)
+    );
     note("unimplemented_method", format!("{:?}", Code::UNIMPLEMENTED));
 
     // unimplemented_service
     let other = UnimplementedServiceClient::new(channel.clone());
     let r = other.unimplemented_call(Empty {}).await;
-    assert_eq!(r.as_ref().err().map(Status::code), Some(Code::UNIMPLEMENTED));
-    note("unimplemented_service", format!("{:?}", Code::UNIMPLEMENTED));
+    assert_eq!(
+        r.as_ref().err().map(Status::code),
+        Some(Code::UNIMPLEMENTED)
+    );
+    note(
+        "unimplemented_service",
+        format!("{:?}", Code::UNIMPLEMENTED),
+    );
 
     // cancel_after_begin: the client gives up on a client stream before
     // sending anything; the server's handler sees the cancellation.
@@ -337,7 +361,11 @@ async fn run_cases<C: CallChannel>(channel: C, interop: &Interop) -> Vec<(String
     })
     .await
     .expect("send");
-    let first = responses.message().await.expect("first").expect("a response");
+    let first = responses
+        .message()
+        .await
+        .expect("first")
+        .expect("a response");
     assert_eq!(len(&first.payload), 31_415);
     drop(responses);
     drop(tx);
@@ -345,14 +373,16 @@ async fn run_cases<C: CallChannel>(channel: C, interop: &Interop) -> Vec<(String
     note("cancel_after_first_response", "server saw CANCELLED".into());
 
     // timeout_on_sleeping_server: 1 ms for a server that sleeps 1 s.
-    let mut req: Request<Boxed<_>> = Request::new(Box::pin(futures_util::stream::iter([StreamingOutputCallRequest {
-        response_parameters: vec![ResponseParameters {
-            size: 31_415,
-            interval_us: 1_000_000,
-        }],
-        payload: zeros(27_182),
-        ..StreamingOutputCallRequest::default()
-    }])));
+    let mut req: Request<Boxed<_>> = Request::new(Box::pin(futures_util::stream::iter([
+        StreamingOutputCallRequest {
+            response_parameters: vec![ResponseParameters {
+                size: 31_415,
+                interval_us: 1_000_000,
+            }],
+            payload: zeros(27_182),
+            ..StreamingOutputCallRequest::default()
+        },
+    ])));
     req.set_timeout(Duration::from_millis(1));
     let code = match client.full_duplex_call::<Boxed<_>>(req).await {
         Err(s) => s.code(),
@@ -372,14 +402,16 @@ async fn interop_cases_agree_on_zap_grpc_and_grpc_zap() {
     let f = serve(None).await;
     let zap = Channel::builder(f.url.clone()).connect_lazy();
     let on_zap = run_cases(zap, &f.interop).await;
-    let grpc = GrpcChannel::protobuf(tonic_channel(f.port).await, test_service_protobuf().merge(&unimplemented_service_protobuf()));
+    let grpc = GrpcChannel::protobuf(
+        tonic_channel(f.port).await,
+        test_service_protobuf().merge(&unimplemented_service_protobuf()),
+    );
     let on_grpc = run_cases(grpc, &f.interop).await;
     let on_grpc_zap = run_cases(GrpcChannel::zap(tonic_channel(f.port).await), &f.interop).await;
     assert_eq!(on_zap.len(), 14);
     assert_eq!(on_zap, on_grpc, "ZAP and gRPC (protobuf) differ");
     assert_eq!(on_zap, on_grpc_zap, "ZAP and gRPC (ZAP messages) differ");
 }
-
 
 /// A tonic channel over TLS 1.3 (the test CA, ALPN `h2`) to `port`.
 async fn tonic_tls_channel(pki: &TestPki, port: u16) -> tonic::transport::Channel {
@@ -405,10 +437,13 @@ async fn tonic_tls_channel(pki: &TestPki, port: u16) -> tonic::transport::Channe
 
 /// One call each way, to tell the wires apart in the one-port tests.
 async fn both_answer<C: CallChannel, D: CallChannel>(zap: C, grpc: D) {
-    for c in [TestServiceClient::new(zap).unary_call(SimpleRequest {
-        response_size: 10,
-        ..SimpleRequest::default()
-    }).await] {
+    for c in [TestServiceClient::new(zap)
+        .unary_call(SimpleRequest {
+            response_size: 10,
+            ..SimpleRequest::default()
+        })
+        .await]
+    {
         assert_eq!(len(&c.expect("ZAP call").get_ref().payload), 10);
     }
     let r = TestServiceClient::new(grpc)
@@ -437,7 +472,10 @@ async fn one_port_serves_zap_and_grpc_over_tls_by_alpn() {
     let zap = Channel::builder(f.url.clone())
         .tls(pki.client_tls())
         .connect_lazy();
-    let grpc = GrpcChannel::protobuf(tonic_tls_channel(&pki, f.port).await, test_service_protobuf());
+    let grpc = GrpcChannel::protobuf(
+        tonic_tls_channel(&pki, f.port).await,
+        test_service_protobuf(),
+    );
     both_answer(zap, grpc).await;
 }
 
@@ -458,24 +496,34 @@ async fn tonic_generated_client_calls_the_fallback() {
         }),
         ..Default::default()
     });
-    req.metadata_mut()
-        .insert("x-grpc-test-echo-initial", "test_initial_metadata_value".parse().expect("ascii"));
+    req.metadata_mut().insert(
+        "x-grpc-test-echo-initial",
+        "test_initial_metadata_value".parse().expect("ascii"),
+    );
     req.metadata_mut().insert_bin(
         "x-grpc-test-echo-trailing-bin",
         tonic::metadata::MetadataValue::from_bytes(&[0xab, 0xab, 0xab]),
     );
     let r = c.unary_call(req).await.expect("large_unary");
     assert_eq!(
-        r.metadata().get("x-grpc-test-echo-initial").map(|v| v.to_str().expect("ascii")),
+        r.metadata()
+            .get("x-grpc-test-echo-initial")
+            .map(|v| v.to_str().expect("ascii")),
         Some("test_initial_metadata_value")
     );
-    assert_eq!(r.get_ref().payload.as_ref().map(|p| p.body.len()), Some(314_159));
+    assert_eq!(
+        r.get_ref().payload.as_ref().map(|p| p.body.len()),
+        Some(314_159)
+    );
 
     let r = c
         .streaming_output_call(t::StreamingOutputCallRequest {
             response_parameters: [31_415, 9, 2_653, 58_979]
                 .iter()
-                .map(|&size| t::ResponseParameters { size, interval_us: 0 })
+                .map(|&size| t::ResponseParameters {
+                    size,
+                    interval_us: 0,
+                })
                 .collect(),
             ..Default::default()
         })
@@ -500,18 +548,23 @@ async fn tonic_generated_client_calls_the_fallback() {
         .expect_err("status");
     assert_eq!((e.code(), e.message()), (tonic::Code::Unknown, SPECIAL));
 
-    let e = c.unimplemented_call(t::Empty {}).await.expect_err("unimplemented");
+    let e = c
+        .unimplemented_call(t::Empty {})
+        .await
+        .expect_err("unimplemented");
     assert_eq!(e.code(), tonic::Code::Unimplemented);
 
     // A deadline the server cannot meet: DEADLINE_EXCEEDED from the server
     // (tonic itself does not enforce grpc-timeout on the client).
-    let mut req = tonic::Request::new(futures_util::stream::iter([t::StreamingOutputCallRequest {
-        response_parameters: vec![t::ResponseParameters {
-            size: 1,
-            interval_us: 1_000_000,
-        }],
-        ..Default::default()
-    }]));
+    let mut req = tonic::Request::new(futures_util::stream::iter([
+        t::StreamingOutputCallRequest {
+            response_parameters: vec![t::ResponseParameters {
+                size: 1,
+                interval_us: 1_000_000,
+            }],
+            ..Default::default()
+        },
+    ]));
     req.set_timeout(Duration::from_millis(20));
     let code = match c.full_duplex_call(req).await {
         Err(e) => e.code(),

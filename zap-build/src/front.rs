@@ -575,12 +575,14 @@ impl Gen<'_> {
     /// from the package's module: `self::pb::Name`.
     fn pb_type(&self, fq: &str, service: &str, errors: &mut Vec<String>) -> syn::Type {
         match self.types.get(fq) {
-            Some(t) if t.package == service_package(service) => {
-                pb_path(&Scope {
+            Some(t) if t.package == service_package(service) => pb_path(
+                &Scope {
                     package: t.package.clone(),
                     nesting: Vec::new(),
-                }, &t.nesting, &t.name)
-            }
+                },
+                &t.nesting,
+                &t.name,
+            ),
             _ => {
                 errors.push(format!(
                     "{service}: with grpc, request and response types must be in the \
@@ -839,5 +841,7 @@ fn prost_twins(
 
 #[cfg(not(feature = "grpc"))]
 fn prost_twins(_: &FileDescriptorSet, _: &[String], _: &str) -> Result<TokenStream, Error> {
-    Err(Error::new("gRPC generation needs zap-build's `grpc` feature"))
+    Err(Error::new(
+        "gRPC generation needs zap-build's `grpc` feature",
+    ))
 }

@@ -125,15 +125,15 @@ pub use metadata::Metadata;
 pub use payload::Payload;
 pub use status::{Code, Status};
 
+/// The gRPC fallback: serve routers as gRPC, call gRPC servers.
+#[cfg(feature = "grpc")]
+pub use rt::grpc;
 #[cfg(feature = "runtime")]
 pub use rt::{
     AnyListener, BoxError, BoxStream, CallChannel, CallResponse, CallSender, Channel,
     ChannelBuilder, DuplicateRoute, IntoRequest, Method, NamedService, RawCall, Request,
     RequestStream, Response, Router, ServeError, Server, ServerCall, Streaming,
 };
-/// The gRPC fallback: serve routers as gRPC, call gRPC servers.
-#[cfg(feature = "grpc")]
-pub use rt::grpc;
 pub use zap_derive::{Message, service};
 /// Transport: URLs, TLS configuration, listeners and limits.
 #[cfg(feature = "runtime")]

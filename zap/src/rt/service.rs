@@ -383,8 +383,6 @@ pub async fn forward_streaming<C: CallChannel, A, B: Payload>(
 }
 
 /// A server-streaming response as the service's stream.
-pub fn box_responses<B: Payload>(
-    response: Response<Streaming<B>>,
-) -> Response<BoxStream<B>> {
+pub fn box_responses<B: Payload>(response: Response<Streaming<B>>) -> Response<BoxStream<B>> {
     response.map(|s| Box::pin(s) as BoxStream<B>)
 }

@@ -324,7 +324,13 @@ impl GrpcResponse {
     /// The response stream was dropped before its end: drop tonic's,
     /// which resets the HTTP/2 stream (CANCEL).
     pub(crate) fn abandon(&self) {
-        if self.stream.lock().unwrap_or_else(|e| e.into_inner()).take().is_some() {
+        if self
+            .stream
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+            .is_some()
+        {
             self.cancel.clone().cancel();
         }
     }

@@ -320,7 +320,9 @@ pub(crate) fn from_tonic(s: tonic::Status) -> Status {
 /// zap metadata as tonic's (binary values are base64-encoded on the wire
 /// by tonic). Entries HTTP/2 cannot carry are left out.
 pub(crate) fn to_tonic_metadata(m: &Metadata) -> tonic::metadata::MetadataMap {
-    use tonic::metadata::{AsciiMetadataValue, BinaryMetadataKey, BinaryMetadataValue, MetadataKey};
+    use tonic::metadata::{
+        AsciiMetadataValue, BinaryMetadataKey, BinaryMetadataValue, MetadataKey,
+    };
     let mut out = tonic::metadata::MetadataMap::with_capacity(m.len());
     for (k, v) in m.iter() {
         if k.ends_with("-bin") {
@@ -352,8 +354,11 @@ pub(crate) fn metadata_from_tonic(m: &tonic::metadata::MetadataMap) -> Result<Me
                 let v = v
                     .to_str()
                     .map_err(|_| Status::invalid_argument("metadata value is not ASCII"))?;
-                out.insert(Bytes::copy_from_slice(k.as_str().as_bytes()), Bytes::copy_from_slice(v.as_bytes()))
-                    .map_err(bad)?;
+                out.insert(
+                    Bytes::copy_from_slice(k.as_str().as_bytes()),
+                    Bytes::copy_from_slice(v.as_bytes()),
+                )
+                .map_err(bad)?;
             }
             KeyAndValueRef::Binary(k, v) => {
                 let v = v

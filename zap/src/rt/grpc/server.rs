@@ -205,7 +205,12 @@ impl GrpcCall {
     /// Ends the call. The status never waits for flow control (a handler
     /// that ends is not held by a slow reader), so at most one message
     /// beyond the queue bound is buffered here.
-    pub(crate) fn close(&self, head: &CloseHead, headers: Option<&Metadata>, message: Option<Bytes>) {
+    pub(crate) fn close(
+        &self,
+        head: &CloseHead,
+        headers: Option<&Metadata>,
+        message: Option<Bytes>,
+    ) {
         let mut out = lock(&self.out);
         if out.ended {
             return;
