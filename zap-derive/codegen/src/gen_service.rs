@@ -393,6 +393,7 @@ fn client_service_impl(s: &Service, client: &syn::Ident) -> TokenStream {
             },
         };
         quote! {
+            #[allow(clippy::manual_async_fn)]
             fn #ident(
                 &self,
                 request: #req,

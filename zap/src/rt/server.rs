@@ -659,7 +659,6 @@ impl Server {
                                     Sniffed::H2(io) => {
                                         let force = Arc::new(tokio::sync::Notify::new());
                                         let key = h2_conns.insert(force.clone());
-                                        let max = proto_config(&limits).settings.max_message as usize;
                                         let mut stop = stop;
                                         super::grpc::serve_h2(
                                             io,
@@ -667,7 +666,6 @@ impl Server {
                                             &grpc,
                                             Arc::new(peer),
                                             &limits,
-                                            max,
                                             async move {
                                                 let _ = stop.wait_for(|s| *s).await;
                                             },

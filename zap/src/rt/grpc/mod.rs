@@ -456,7 +456,6 @@ pub(crate) async fn serve_h2<S, I>(
     serving: &GrpcServing,
     peer: Arc<PeerInfo>,
     limits: &zap_transport::Limits,
-    max_message: usize,
     stop: impl std::future::Future<Output = ()>,
     force: impl std::future::Future<Output = ()>,
 ) where
@@ -465,6 +464,8 @@ pub(crate) async fn serve_h2<S, I>(
     S::Future: Send + 'static,
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    // The same message limit as the router's ZAP connections.
+    let max_message = crate::rt::proto_config(limits).settings.max_message as usize;
     let http = server::GrpcHttp {
         svc,
         protobuf: serving.protobuf.clone(),
