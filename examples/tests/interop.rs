@@ -124,6 +124,29 @@ async fn server_saw_cancelled(interop: &Interop, n: usize) {
     }
 }
 
+/// Sends one full-duplex request of `req` bytes asking for `resp` bytes;
+/// the size of the response that comes back.
+async fn ping(
+    tx: &mpsc::Sender<StreamingOutputCallRequest>,
+    responses: &mut zap::Streaming<StreamingOutputCallResponse>,
+    req: usize,
+    resp: i32,
+) -> usize {
+    tx.send(StreamingOutputCallRequest {
+        response_parameters: params(&[resp]),
+        payload: zeros(req),
+        ..StreamingOutputCallRequest::default()
+    })
+    .await
+    .expect("send");
+    let m = responses
+        .message()
+        .await
+        .expect("pong")
+        .expect("a response");
+    len(&m.payload)
+}
+
 const SPECIAL: &str =
     "\t\ntest with whitespace\r\nand Unicode BMP \u{263a} and non-BMP \u{1f608}\t\n";
 
@@ -191,19 +214,7 @@ async fn run_cases<C: CallChannel>(channel: C, interop: &Interop) -> Vec<(String
         .into_inner();
     let mut got = Vec::new();
     for (req, resp) in [(27_182, 31_415), (8, 9), (1_828, 2_653), (45_904, 58_979)] {
-        tx.send(StreamingOutputCallRequest {
-            response_parameters: params(&[resp]),
-            payload: zeros(req),
-            ..StreamingOutputCallRequest::default()
-        })
-        .await
-        .expect("send");
-        let m = responses
-            .message()
-            .await
-            .expect("pong")
-            .expect("a response");
-        got.push(len(&m.payload));
+        got.push(ping(&tx, &mut responses, req, resp).await);
     }
     drop(tx);
     assert!(responses.message().await.expect("end").is_none());
@@ -354,19 +365,7 @@ async fn run_cases<C: CallChannel>(channel: C, interop: &Interop) -> Vec<(String
         .await
         .expect("cancel_after_first_response")
         .into_inner();
-    tx.send(StreamingOutputCallRequest {
-        response_parameters: params(&[31_415]),
-        payload: zeros(27_182),
-        ..StreamingOutputCallRequest::default()
-    })
-    .await
-    .expect("send");
-    let first = responses
-        .message()
-        .await
-        .expect("first")
-        .expect("a response");
-    assert_eq!(len(&first.payload), 31_415);
+    assert_eq!(ping(&tx, &mut responses, 27_182, 31_415).await, 31_415);
     drop(responses);
     drop(tx);
     server_saw_cancelled(interop, before + 1).await;
