@@ -546,8 +546,8 @@ impl Gen<'_> {
                 kind,
                 proto: self.cfg.grpc.then(|| {
                     (
-                        self.pb_type(m.input_type(), &fq, &mut errors),
-                        self.pb_type(m.output_type(), &fq, &mut errors),
+                        self.pb_type(m.input_type(), &scope.package, &fq, &mut errors),
+                        self.pb_type(m.output_type(), &scope.package, &fq, &mut errors),
                     )
                 }),
                 input,
@@ -573,9 +573,15 @@ impl Gen<'_> {
 
     /// The prost twin of top-level message `fq` (a request or response),
     /// from the package's module: `self::pb::Name`.
-    fn pb_type(&self, fq: &str, service: &str, errors: &mut Vec<String>) -> syn::Type {
+    fn pb_type(
+        &self,
+        fq: &str,
+        package: &str,
+        service: &str,
+        errors: &mut Vec<String>,
+    ) -> syn::Type {
         match self.types.get(fq) {
-            Some(t) if t.package == service_package(service) => pb_path(
+            Some(t) if t.package == package => pb_path(
                 &Scope {
                     package: t.package.clone(),
                     nesting: Vec::new(),
@@ -698,12 +704,6 @@ fn is_camel(name: &str) -> bool {
     name.starts_with(|c: char| c.is_ascii_uppercase()) && !name.contains('_')
 }
 
-/// The package of `.pkg.Service`.
-fn service_package(fq: &str) -> &str {
-    let fq = fq.trim_start_matches('.');
-    fq.rsplit_once('.').map_or("", |(p, _)| p)
-}
-
 /// The path of the prost twin of a type nested in `nesting` (outermost
 /// first) named `name`, from code in `from` (the package module or a
 /// message's module in it): prost-build's names under the `pb` module.
@@ -754,17 +754,8 @@ fn sanitize(ident: &str) -> String {
 /// prost twin, field by field.
 fn convert_impls(scope: &Scope, name: &str, fields: &[model::Field]) -> TokenStream {
     let zap = ident(name);
-    let pb = pb_path(scope, &[], name);
-    // The twin sits beside the message: same nesting in the `pb` tree.
-    let pb = if scope.nesting.is_empty() {
-        pb
-    } else {
-        let mut segs: Vec<String> = vec!["super".to_owned(); scope.nesting.len()];
-        segs.push("pb".to_owned());
-        segs.extend(scope.nesting.iter().map(|n| prost_snake(n)));
-        segs.push(prost_camel(name));
-        syn::parse_str(&segs.join("::")).unwrap_or(pb)
-    };
+    // The twin sits at the same nesting in the `pb` tree.
+    let pb = pb_path(scope, &scope.nesting, name);
     let names: Vec<&syn::Ident> = fields.iter().map(|f| &f.ident).collect();
     let pb_names: Vec<syn::Ident> = fields
         .iter()

@@ -763,7 +763,8 @@ async fn sniff(
         };
     }
     let mut first = [0u8; 1];
-    let read = tokio::time::timeout(super::grpc::sniff_timeout(limits), stream.read(&mut first));
+    // The first byte is due within the handshake timeout.
+    let read = tokio::time::timeout(limits.handshake_timeout, stream.read(&mut first));
     tokio::select! {
         r = read => match r {
             Ok(Ok(1)) if first[0] == b'P' => {

@@ -13,11 +13,10 @@ use tokio::sync::oneshot;
 
 use super::server::ZAP_CONTENT_TYPE;
 use super::{Protobuf, Transcode, WireCodec, from_tonic, metadata_from_tonic, to_tonic_metadata};
-use crate::proto::CloseHead;
 use crate::rt::call::{Inbox, Request, Response, Streaming};
-use crate::rt::client::RequestStream;
+use crate::rt::client::{RequestStream, split_request};
 use crate::rt::conn::Item;
-use crate::rt::link::Link;
+use crate::rt::link::{Link, close_head_of};
 use crate::rt::service::CallChannel;
 use crate::status::{Code, Status};
 
@@ -164,7 +163,7 @@ impl CallChannel for GrpcChannel {
         path: &'static str,
         request: Request<Bytes>,
     ) -> Result<Response<Bytes>, Status> {
-        let (head, message) = split(request);
+        let (head, message) = split_request(request);
         let one: RequestStream = Box::pin(Once(Some(Ok(message))));
         let resp = self.call(path, head, one).await?;
         single(resp).await
@@ -175,7 +174,7 @@ impl CallChannel for GrpcChannel {
         path: &'static str,
         request: Request<Bytes>,
     ) -> Result<Response<Streaming<Bytes>>, Status> {
-        let (head, message) = split(request);
+        let (head, message) = split_request(request);
         let one: RequestStream = Box::pin(Once(Some(Ok(message))));
         self.call(path, head, one).await
     }
@@ -185,7 +184,7 @@ impl CallChannel for GrpcChannel {
         path: &'static str,
         request: Request<RequestStream>,
     ) -> Result<Response<Bytes>, Status> {
-        let (head, messages) = split(request);
+        let (head, messages) = split_request(request);
         let resp = self.call(path, head, messages).await?;
         single(resp).await
     }
@@ -195,13 +194,9 @@ impl CallChannel for GrpcChannel {
         path: &'static str,
         request: Request<RequestStream>,
     ) -> Result<Response<Streaming<Bytes>>, Status> {
-        let (head, messages) = split(request);
+        let (head, messages) = split_request(request);
         self.call(path, head, messages).await
     }
-}
-
-fn split<T>(request: Request<T>) -> (Request<()>, T) {
-    crate::rt::client::split_request(request)
 }
 
 /// The one message of a unary response, then its trailers.
@@ -338,12 +333,7 @@ impl GrpcResponse {
 
 fn close(status: Status) -> Item {
     Item::Close {
-        head: CloseHead {
-            code: status.code(),
-            message: Bytes::copy_from_slice(status.message().as_bytes()),
-            details: status.details().clone(),
-            trailers: status.metadata().clone(),
-        },
+        head: close_head_of(&status),
         headers: None,
         message: None,
     }

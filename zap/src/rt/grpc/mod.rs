@@ -38,7 +38,6 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -498,9 +497,4 @@ pub(crate) async fn serve_h2<S, I>(
         _ = conn.as_mut() => {}
         _ = force => {}
     }
-}
-
-/// How long a plaintext connection may take to send its first byte.
-pub(crate) fn sniff_timeout(limits: &zap_transport::Limits) -> Duration {
-    limits.handshake_timeout
 }

@@ -345,9 +345,14 @@ where
 
     fn call(&mut self, req: tonic::Request<tonic::codec::Streaming<Bytes>>) -> Self::Future {
         let call = self.call.clone();
-        let (svc, head, start) = match (self.svc.take(), self.head.take(), self.start.take()) {
+        let (svc, mut head, start) = match (self.svc.take(), self.head.take(), self.start.take()) {
             (Some(s), Some(h), Some(r)) => (s, h, r),
             _ => return Box::pin(async { Err(tonic::Status::internal("call started twice")) }),
+        };
+        // The request metadata as tonic parsed it from the headers.
+        head.metadata = match metadata_from_tonic(req.metadata()) {
+            Ok(m) => m,
+            Err(s) => return Box::pin(async move { Err(to_tonic(s)) }),
         };
         let deadline = self.deadline;
         lock(&call.requests).stream = Some(Box::pin(req.into_inner()));
@@ -425,16 +430,11 @@ where
             }
         };
         let deadline = timeout.and_then(|t| now.checked_add(t));
-        let metadata = match metadata_from_tonic(&tonic::metadata::MetadataMap::from_headers(
-            req.headers().clone(),
-        )) {
-            Ok(m) => m,
-            Err(s) => return Box::pin(async move { Ok(to_tonic(s).into_http()) }),
-        };
+        // Metadata is filled in by the bridge, from tonic's request.
         let head = OpenHead {
             method: Bytes::copy_from_slice(path.as_bytes()),
             timeout,
-            metadata,
+            metadata: Metadata::new(),
         };
         let (start_tx, start_rx) = oneshot::channel();
         let call = Arc::new(GrpcCall {
