@@ -16,8 +16,10 @@
 //! counts as one).
 //!
 //! `rpc` timing (see `zap_benches::rpc`): unary echo at 64 B, 1 KB, 64 KB
-//! and 1 MB, zap against the raw floor, the mux client and tonic, over TCP
-//! and Unix sockets (tonic: TCP), with the default worker count and with 1
+//! and 1 MB, zap against the raw floor, the mux client, tonic, and zap-grpc
+//! (the generated service behind zap's gRPC fallback, called by tonic's
+//! client), over TCP, TLS, Unix sockets and QUIC (tonic and zap-grpc: TCP),
+//! with the default worker count and with 1
 //! worker. Each measurement gets a fresh runtime, server and connection;
 //! for each transport and size the implementations run back to back.
 //! Latency: one call in flight, warm-up 300 ms (100 ms with `--quick`),
@@ -554,11 +556,12 @@ fn print_rpc_tables(rows: &[RpcRow], workers: &[usize]) -> io::Result<()> {
     )?;
     writeln!(
         out,
-        "p50 µs (p99 µs for zap); ratios are zap p50 ÷ anchor p50; allocs per call, whole process\n"
+        "p50 µs (p99 µs for zap); ratios are zap p50 ÷ anchor p50 (zg÷ton: zap-grpc ÷ tonic);\n\
+         allocs per call, whole process\n"
     )?;
     writeln!(
         out,
-        "{:>2} {:<5} {:>6} {:>18} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>6} {:>6} {:>6} {:>6}",
+        "{:>2} {:<5} {:>6} {:>18} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>6} {:>6} {:>6} {:>6} {:>6}",
         "w",
         "trans",
         "body",
@@ -566,13 +569,17 @@ fn print_rpc_tables(rows: &[RpcRow], workers: &[usize]) -> io::Result<()> {
         "raw",
         "mux",
         "tonic",
+        "zap-grpc",
         "÷raw",
         "÷mux",
         "÷tonic",
+        "÷zgrpc",
+        "zg÷ton",
         "zap al",
         "raw al",
         "mux al",
-        "ton al"
+        "ton al",
+        "zg al"
     )?;
     for &w in workers {
         for t in T::ALL {
@@ -586,7 +593,7 @@ fn print_rpc_tables(rows: &[RpcRow], workers: &[usize]) -> io::Result<()> {
                 };
                 writeln!(
                     out,
-                    "{:>2} {:<5} {:>6} {:>18} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>6} {:>6} {:>6} {:>6}",
+                    "{:>2} {:<5} {:>6} {:>18} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>6} {:>6} {:>6} {:>6} {:>6}",
                     w,
                     t.name(),
                     fmt_bytes(size),
@@ -594,13 +601,17 @@ fn print_rpc_tables(rows: &[RpcRow], workers: &[usize]) -> io::Result<()> {
                     us(I::Raw),
                     us(I::Mux),
                     us(I::Tonic),
+                    us(I::ZapGrpc),
                     fmt_ratio(p50(I::Zap), p50(I::Raw)),
                     fmt_ratio(p50(I::Zap), p50(I::Mux)),
                     fmt_ratio(p50(I::Zap), p50(I::Tonic)),
+                    fmt_ratio(p50(I::Zap), p50(I::ZapGrpc)),
+                    fmt_ratio(p50(I::ZapGrpc), p50(I::Tonic)),
                     al(I::Zap),
                     al(I::Raw),
                     al(I::Mux),
                     al(I::Tonic),
+                    al(I::ZapGrpc),
                 )?;
             }
         }
@@ -608,7 +619,8 @@ fn print_rpc_tables(rows: &[RpcRow], workers: &[usize]) -> io::Result<()> {
 
     writeln!(
         out,
-        "\nrpc throughput: {} calls in flight on one connection; calls/s; ratios are zap ÷ anchor",
+        "\nrpc throughput: {} calls in flight on one connection; calls/s; ratios are zap ÷ anchor \
+         (zg÷ton: zap-grpc ÷ tonic)",
         rpc::INFLIGHT
     )?;
     writeln!(
@@ -618,8 +630,20 @@ fn print_rpc_tables(rows: &[RpcRow], workers: &[usize]) -> io::Result<()> {
     )?;
     writeln!(
         out,
-        "{:>2} {:<5} {:>6} {:>10} {:>10} {:>10} {:>10} {:>8} {:>8} {:>8}",
-        "w", "trans", "body", "zap", "raw", "mux", "tonic", "÷raw", "÷mux", "÷tonic"
+        "{:>2} {:<5} {:>6} {:>10} {:>10} {:>10} {:>10} {:>10} {:>8} {:>8} {:>8} {:>8} {:>8}",
+        "w",
+        "trans",
+        "body",
+        "zap",
+        "raw",
+        "mux",
+        "tonic",
+        "zap-grpc",
+        "÷raw",
+        "÷mux",
+        "÷tonic",
+        "÷zgrpc",
+        "zg÷ton"
     )?;
     for &w in workers {
         for t in T::ALL {
@@ -628,7 +652,7 @@ fn print_rpc_tables(rows: &[RpcRow], workers: &[usize]) -> io::Result<()> {
                 let fmt = |imp| fmt_opt(rate(imp).map(fmt_rate));
                 writeln!(
                     out,
-                    "{:>2} {:<5} {:>6} {:>10} {:>10} {:>10} {:>10} {:>8} {:>8} {:>8}",
+                    "{:>2} {:<5} {:>6} {:>10} {:>10} {:>10} {:>10} {:>10} {:>8} {:>8} {:>8} {:>8} {:>8}",
                     w,
                     t.name(),
                     fmt_bytes(size),
@@ -636,9 +660,12 @@ fn print_rpc_tables(rows: &[RpcRow], workers: &[usize]) -> io::Result<()> {
                     fmt(I::Raw),
                     fmt(I::Mux),
                     fmt(I::Tonic),
+                    fmt(I::ZapGrpc),
                     fmt_ratio(rate(I::Zap), rate(I::Raw)),
                     fmt_ratio(rate(I::Zap), rate(I::Mux)),
                     fmt_ratio(rate(I::Zap), rate(I::Tonic)),
+                    fmt_ratio(rate(I::Zap), rate(I::ZapGrpc)),
+                    fmt_ratio(rate(I::ZapGrpc), rate(I::Tonic)),
                 )?;
             }
         }
