@@ -20,10 +20,12 @@ pub const MAX_PAYLOAD: i32 = 4 << 20;
 
 /// The interop service. Counts the calls it saw cancelled (by the client
 /// or a deadline) before they finished, so tests can check cancellation
-/// reached the server.
+/// reached the server, and the client-streaming calls whose handler
+/// started, so a test can cancel one that the server has surely begun.
 #[derive(Clone, Debug, Default)]
 pub struct Interop {
     cancelled: Arc<AtomicUsize>,
+    client_streams: Arc<AtomicUsize>,
 }
 
 impl Interop {
@@ -31,6 +33,11 @@ impl Interop {
     /// failed with `CANCELLED`) so far.
     pub fn cancelled(&self) -> usize {
         self.cancelled.load(Ordering::SeqCst)
+    }
+
+    /// `StreamingInputCall` handlers started so far.
+    pub fn client_streams(&self) -> usize {
+        self.client_streams.load(Ordering::SeqCst)
     }
 }
 
@@ -171,6 +178,7 @@ impl TestService for Interop {
         request: Request<Streaming<StreamingInputCallRequest>>,
     ) -> Result<Response<StreamingInputCallResponse>, Status> {
         let mut watch = Watch::new(self);
+        self.client_streams.fetch_add(1, Ordering::SeqCst);
         let mut stream = request.into_inner();
         let mut total = 0usize;
         loop {

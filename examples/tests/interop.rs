@@ -118,17 +118,27 @@ fn hex(b: &[u8]) -> String {
     b.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Waits until the server saw `n` calls cancelled.
-async fn server_saw_cancelled(interop: &Interop, n: usize) {
+/// Waits (at most 10 s) until `count` reaches `n`.
+async fn wait_for(what: &str, count: impl Fn() -> usize, n: usize) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while interop.cancelled() < n {
+    while count() < n {
         assert!(
             tokio::time::Instant::now() < deadline,
-            "the server did not see the cancellation ({} of {n})",
-            interop.cancelled()
+            "the server did not see {what} ({} of {n})",
+            count()
         );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
+}
+
+/// Waits until the server saw `n` calls cancelled.
+async fn server_saw_cancelled(interop: &Interop, n: usize) {
+    wait_for("the cancellation", || interop.cancelled(), n).await;
+}
+
+/// Waits until the server started `n` client-streaming handlers.
+async fn server_started_client_streams(interop: &Interop, n: usize) {
+    wait_for("the call begin", || interop.client_streams(), n).await;
 }
 
 /// Sends one full-duplex request of `req` bytes asking for `resp` bytes;
@@ -361,12 +371,18 @@ async fn run_cases<C: CallChannel>(channel: C, interop: &Interop) -> Vec<(String
     );
 
     // cancel_after_begin: the client gives up on a client stream before
-    // sending anything; the server's handler sees the cancellation.
+    // sending anything, once the server's handler has started (so the
+    // check does not race the request's way there); the handler sees the
+    // cancellation.
     let before = interop.cancelled();
+    let started = interop.client_streams();
     let (tx, requests) = feed::<StreamingInputCallRequest>();
     let call = client.streaming_input_call(requests);
-    let r = tokio::time::timeout(Duration::from_millis(100), call).await;
-    assert!(r.is_err(), "the call cannot end before the client does");
+    let begun = server_started_client_streams(interop, started + 1);
+    tokio::select! {
+        r = call => panic!("the call cannot end before the client does: {r:?}"),
+        () = begun => {}
+    }
     drop(tx);
     server_saw_cancelled(interop, before + 1).await;
     note("cancel_after_begin", "server saw CANCELLED".into());
@@ -641,6 +657,7 @@ async fn python_grpcio_client_calls_the_fallback() {
     let drive = async {
         let mut seen: Vec<(String, String)> = Vec::new();
         let mut before = 0;
+        let mut started = 0;
         let mut done = false;
         while let Some(line) = lines.next_line().await.expect("read the client's output") {
             let v: serde_json::Value = serde_json::from_str(&line)
@@ -650,6 +667,11 @@ async fn python_grpcio_client_calls_the_fallback() {
                 seen.push((case, what));
             } else if text("begin").is_some() {
                 before = f.interop.cancelled();
+                started = f.interop.client_streams();
+            } else if text("started").is_some() {
+                server_started_client_streams(&f.interop, started + 1).await;
+                stdin.write_all(b"ok\n").await.expect("answer");
+                stdin.flush().await.expect("answer");
             } else if text("sync").is_some() {
                 server_saw_cancelled(&f.interop, before + 1).await;
                 stdin.write_all(b"ok\n").await.expect("answer");

@@ -5,6 +5,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
+use std::time::Instant;
 
 use bytes::Bytes;
 use futures_core::Stream;
@@ -117,7 +118,7 @@ impl GrpcChannel {
         let guard = CancelOnDrop(Some(cancel.clone()));
         *req.metadata_mut() = to_tonic_metadata(head.metadata());
         if let Some(d) = deadline {
-            req.set_timeout(d.saturating_duration_since(std::time::Instant::now()));
+            req.set_timeout(d.saturating_duration_since(Instant::now()));
         }
         let path = http::uri::PathAndQuery::from_static(path);
         let call = async {
@@ -142,13 +143,18 @@ impl GrpcChannel {
             None => started.await?,
             Some(d) => tokio::time::timeout_at(d.into(), started)
                 .await
-                .map_err(|_| Status::deadline_exceeded("deadline exceeded"))??,
+                .map_err(|_| deadline_exceeded())?
+                .map_err(|s| past(deadline, s))?,
         };
         guard.disarm();
         let (headers, stream, _) = resp.into_parts();
         let headers = metadata_from_tonic(&headers)?;
         let link = Link::GrpcClient(Arc::new(GrpcResponse {
-            stream: Mutex::new(Some(Box::pin(stream))),
+            state: Mutex::new(ResponseState {
+                stream: Some(Box::pin(stream)),
+                timer: deadline.map(|d| Box::pin(tokio::time::sleep_until(d.into()))),
+            }),
+            deadline,
             cancel,
         }));
         let mut resp = Response::new(Streaming::new(Inbox::new(link, true)));
@@ -270,23 +276,56 @@ impl Stream for Outgoing {
     }
 }
 
+fn deadline_exceeded() -> Status {
+    Status::deadline_exceeded("deadline exceeded")
+}
+
+/// A call that failed once its deadline had passed failed for that reason,
+/// whatever the transport says (a server may reset the stream with CANCEL
+/// when its copy of the deadline fires first).
+fn past(deadline: Option<Instant>, status: Status) -> Status {
+    match deadline {
+        Some(d) if Instant::now() >= d => deadline_exceeded(),
+        _ => status,
+    }
+}
+
 /// The response side of a gRPC client call, read through a `Link` so that
-/// it is a [`Streaming`] like a ZAP response.
+/// it is a [`Streaming`] like a ZAP response. The deadline bounds the
+/// whole call, not only its start: when it fires, the stream is reset and
+/// the call ends with `DEADLINE_EXCEEDED`.
 pub(crate) struct GrpcResponse {
-    stream: Mutex<Option<Pin<Box<tonic::codec::Streaming<Bytes>>>>>,
+    state: Mutex<ResponseState>,
+    deadline: Option<Instant>,
     cancel: tonic::CancellationHandle,
+}
+
+struct ResponseState {
+    stream: Option<Pin<Box<tonic::codec::Streaming<Bytes>>>>,
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl GrpcResponse {
     pub(crate) fn poll_item(&self, cx: &mut Context<'_>) -> Poll<Option<Item>> {
-        let mut g = self.stream.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(stream) = g.as_mut() else {
+        let mut g = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let g = &mut *g;
+        if g.stream.is_none() {
+            return Poll::Ready(None);
+        }
+        if let Some(t) = g.timer.as_mut()
+            && t.as_mut().poll(cx).is_ready()
+        {
+            g.stream = None;
+            self.cancel.clone().cancel();
+            return Poll::Ready(Some(close(deadline_exceeded())));
+        }
+        let Some(stream) = g.stream.as_mut() else {
             return Poll::Ready(None);
         };
         let item = match stream.as_mut().poll_next(cx) {
             Poll::Pending => return Poll::Pending,
             Poll::Ready(Some(Ok(m))) => return Poll::Ready(Some(Item::Message(m))),
-            Poll::Ready(Some(Err(s))) => close(from_tonic(s)),
+            Poll::Ready(Some(Err(s))) => close(past(self.deadline, from_tonic(s))),
             Poll::Ready(None) => {
                 // The stream ended with an OK status; its trailers are in.
                 let trailers = {
@@ -308,11 +347,11 @@ impl GrpcResponse {
                         }
                         close(ok)
                     }
-                    Err(s) => close(from_tonic(s)),
+                    Err(s) => close(past(self.deadline, from_tonic(s))),
                 }
             }
         };
-        *g = None;
+        g.stream = None;
         Poll::Ready(Some(item))
     }
 
@@ -320,9 +359,10 @@ impl GrpcResponse {
     /// which resets the HTTP/2 stream (CANCEL).
     pub(crate) fn abandon(&self) {
         if self
-            .stream
+            .state
             .lock()
             .unwrap_or_else(|e| e.into_inner())
+            .stream
             .take()
             .is_some()
         {
