@@ -11,7 +11,7 @@ Each case checks its own results and prints one JSON line per observation,
 observations with the same cases run over ZAP. The two cancellation cases
 also ask the test whether the *server* saw the cancellation: the script
 prints ``{"begin": name}`` before the call and ``{"sync": name}`` after
-cancelling, then waits for the test to answer ``ok`` on stdin. Before
+cancelling, each time waiting for the test to answer ``ok`` on stdin. Before
 cancel_after_begin cancels, ``{"started": name}`` waits the same way until
 the server's handler has started.
 
@@ -218,7 +218,7 @@ def interop_cases(channel, pb, pb_grpc):
 
     # cancel_after_begin: the call has begun (the test waits until the
     # server's handler started) with no message sent.
-    emit(begin="cancel_after_begin")
+    ask("begin", "cancel_after_begin")
     pipe = Pipe()
     future = stub.StreamingInputCall.future(pipe)
     ask("started", "cancel_after_begin")
@@ -230,7 +230,7 @@ def interop_cases(channel, pb, pb_grpc):
     server_saw_cancelled("cancel_after_begin")
     note("cancel_after_begin", "server saw CANCELLED")
 
-    emit(begin="cancel_after_first_response")
+    ask("begin", "cancel_after_first_response")
     pipe = Pipe()
     responses = stub.FullDuplexCall(pipe)
     pipe.add(

@@ -14,8 +14,8 @@ use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::future::{Future, poll_fn};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
@@ -52,6 +52,9 @@ pub(crate) struct GrpcCall {
     cancel: Mutex<Cancel>,
     /// Trailers of a successful response, for the body's trailers frame.
     ok_trailers: Mutex<Option<HeaderMap>>,
+    /// The request body was broken off by the transport (the client reset
+    /// the stream, the connection died): see [`RequestBody`].
+    broken: AtomicBool,
 }
 
 struct Requests {
@@ -125,17 +128,14 @@ impl GrpcCall {
             }
             Poll::Ready(Some(Err(s))) => {
                 r.stream = None;
-                // tonic reports a body the transport broke off (the client
-                // reset the stream, the connection died) as UNKNOWN; its
-                // own decoding errors carry other codes.
-                let status = if s.code() == tonic::Code::Unknown {
-                    drop(r);
-                    self.cancel(Code::CANCELLED);
+                // A body the transport broke off is the client's
+                // cancellation (already signalled by the body); any other
+                // error is tonic's decoding (too large, bad message).
+                r.error = Some(if self.broken.load(Ordering::Acquire) {
                     Status::cancelled(format!("call cancelled by the client: {}", s.message()))
                 } else {
                     from_tonic(s)
-                };
-                lock(&self.requests).error = Some(status);
+                });
                 Poll::Ready(None)
             }
         }
@@ -458,6 +458,11 @@ where
                 deadline: deadline.map(|d| Box::pin(tokio::time::sleep_until(d.into()))),
             }),
             ok_trailers: Mutex::new(None),
+            broken: AtomicBool::new(false),
+        });
+        let req = req.map(|body| RequestBody {
+            inner: body,
+            call: Arc::downgrade(&call),
         });
         let bridge = Bridge {
             svc: Some(self.svc.clone()),
@@ -526,6 +531,55 @@ pin_project_lite::pin_project! {
         #[pin]
         inner: tonic::body::Body,
         call: Arc<GrpcCall>,
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The request body as tonic reads it. A transport error (a reset
+    /// stream, a dead connection) cancels the call here and reaches tonic
+    /// as `UNKNOWN`: tonic's decoder would take an error it maps to
+    /// `CANCELLED` (it does when its `server` feature is on anywhere in the
+    /// build) for a clean end of the request stream, and a handler would
+    /// process a cut-off client stream as complete.
+    struct RequestBody {
+        #[pin]
+        inner: hyper::body::Incoming,
+        // Weak: the call owns tonic's stream, which owns this body.
+        call: Weak<GrpcCall>,
+    }
+}
+
+impl http_body::Body for RequestBody {
+    type Data = Bytes;
+    type Error = tonic::Status;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, tonic::Status>>> {
+        let this = self.project();
+        match this.inner.poll_frame(cx) {
+            Poll::Ready(Some(Err(e))) => {
+                if let Some(call) = this.call.upgrade() {
+                    call.broken.store(true, Ordering::Release);
+                    call.cancel(Code::CANCELLED);
+                }
+                Poll::Ready(Some(Err(tonic::Status::unknown(format!(
+                    "request body broken off: {e}"
+                )))))
+            }
+            Poll::Ready(Some(Ok(frame))) => Poll::Ready(Some(Ok(frame))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
     }
 }
 
