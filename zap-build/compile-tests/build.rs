@@ -1,13 +1,21 @@
-//! Generates code for the fixtures in `../tests/fixtures`.
+//! Generates code for the fixtures in `../tests/fixtures`; with the `grpc`
+//! feature, the golden fixture and the evolving message (a recursive one)
+//! also get their gRPC parts (prost twins, conversions, protobuf tables).
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let dir = "../tests/fixtures";
+    let grpc = std::env::var_os("CARGO_FEATURE_GRPC").is_some();
     zap_build::compile_protos(
         &[
-            "../tests/fixtures/golden.proto",
             "../tests/fixtures/awkward.proto",
             "../tests/fixtures/awkward_other.proto",
             "../tests/fixtures/compat_v1.proto",
+        ],
+        &[dir],
+    )?;
+    zap_build::Config::new().grpc(grpc).compile_protos(
+        &[
+            "../tests/fixtures/golden.proto",
             "../tests/fixtures/compat_v2.proto",
         ],
         &[dir],
