@@ -121,8 +121,11 @@ async fn client() -> CalcClient {
 
 #[tokio::test]
 async fn every_call_kind_through_generated_code() {
-    let c = client().await;
+    every_call_kind(client().await).await;
+}
 
+/// Each call kind, metadata and both message forms, over `c`'s channel.
+async fn every_call_kind<C: zap::CallChannel>(c: CalcClient<C>) {
     let mut req = Request::new(Num { value: 21 });
     req.metadata_mut().insert("x-echo", "hi").unwrap();
     let resp = c.double(req).await.unwrap();
@@ -162,6 +165,32 @@ async fn every_call_kind_through_generated_code() {
     };
     let blob = Owned::<Blob>::decode(zap::Message::to_bytes(&blob).unwrap()).unwrap();
     assert_eq!(c.blob_len(blob).await.unwrap().into_inner().value, 1002);
+}
+
+/// A `#[zap::service]` (no `.proto`, so no protobuf form) served over
+/// HTTP/2 gRPC with ZAP messages (`application/grpc+zap`) on the same
+/// port as ZAP, called by the same generated client over a `GrpcChannel`.
+#[cfg(feature = "grpc")]
+#[tokio::test]
+async fn a_macro_service_is_served_over_grpc_with_zap_messages() {
+    let url = Url::parse("zap://127.0.0.1:0").unwrap();
+    let l = Listener::bind(&url, None, Limits::default()).await.unwrap();
+    let port = l.local_url().port().unwrap();
+    let router = Router::new().add_service(CalcServer::new(Impl)).unwrap();
+    assert!(router.protobuf().is_empty());
+    tokio::spawn(Server::builder().grpc(router.protobuf()).serve(l, router));
+    let tonic =
+        zap::grpc::tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{port}"))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+    let c = CalcClient::new(zap::grpc::GrpcChannel::zap(tonic));
+    every_call_kind(c.clone()).await;
+    let e = c.fail(Num::default()).await.unwrap_err();
+    assert_eq!(e.code(), Code::FAILED_PRECONDITION);
+    assert_eq!(e.message(), "not today");
+    assert_eq!(&e.details()[..], b"why");
 }
 
 #[tokio::test]
