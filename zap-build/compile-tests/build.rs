@@ -4,7 +4,6 @@
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let dir = "../tests/fixtures";
-    let grpc = std::env::var_os("CARGO_FEATURE_GRPC").is_some();
     zap_build::compile_protos(
         &[
             "../tests/fixtures/awkward.proto",
@@ -13,7 +12,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         ],
         &[dir],
     )?;
-    zap_build::Config::new().grpc(grpc).compile_protos(
+    let mut config = zap_build::Config::new();
+    #[cfg(feature = "grpc")]
+    config.grpc(true);
+    config.compile_protos(
         &[
             "../tests/fixtures/golden.proto",
             "../tests/fixtures/compat_v2.proto",
