@@ -12,9 +12,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         ],
         &[dir],
     )?;
-    let mut config = zap_build::Config::new();
     #[cfg(feature = "grpc")]
-    config.grpc(true);
+    let config = {
+        let mut c = zap_build::Config::new();
+        c.grpc(true);
+        c
+    };
+    #[cfg(not(feature = "grpc"))]
+    let config = zap_build::Config::new();
     config.compile_protos(
         &[
             "../tests/fixtures/golden.proto",
