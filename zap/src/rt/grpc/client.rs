@@ -309,9 +309,9 @@ impl GrpcResponse {
     pub(crate) fn poll_item(&self, cx: &mut Context<'_>) -> Poll<Option<Item>> {
         let mut g = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let g = &mut *g;
-        if g.stream.is_none() {
+        let Some(stream) = g.stream.as_mut() else {
             return Poll::Ready(None);
-        }
+        };
         if let Some(t) = g.timer.as_mut()
             && t.as_mut().poll(cx).is_ready()
         {
@@ -319,9 +319,6 @@ impl GrpcResponse {
             self.cancel.clone().cancel();
             return Poll::Ready(Some(close(deadline_exceeded())));
         }
-        let Some(stream) = g.stream.as_mut() else {
-            return Poll::Ready(None);
-        };
         let item = match stream.as_mut().poll_next(cx) {
             Poll::Pending => return Poll::Pending,
             Poll::Ready(Some(Ok(m))) => return Poll::Ready(Some(Item::Message(m))),
