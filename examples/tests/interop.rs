@@ -167,6 +167,18 @@ async fn ping(
 const SPECIAL: &str =
     "\t\ntest with whitespace\r\nand Unicode BMP \u{263a} and non-BMP \u{1f608}\t\n";
 
+/// The custom_metadata request metadata: an initial value and a binary
+/// trailing value for the server to echo back.
+fn ask_for_echo(md: &mut zap::Metadata) {
+    md.insert("x-grpc-test-echo-initial", "test_initial_metadata_value")
+        .expect("ascii");
+    md.insert_bin(
+        "x-grpc-test-echo-trailing-bin",
+        Bytes::from_static(&[0xab, 0xab, 0xab]),
+    )
+    .expect("bin");
+}
+
 /// Runs every case on `channel`; returns what each observed.
 async fn run_cases<C: CallChannel>(channel: C, interop: &Interop) -> Vec<(String, String)> {
     let client = TestServiceClient::new(channel.clone());
@@ -253,15 +265,7 @@ async fn run_cases<C: CallChannel>(channel: C, interop: &Interop) -> Vec<(String
         payload: zeros(271_828),
         ..SimpleRequest::default()
     });
-    req.metadata_mut()
-        .insert("x-grpc-test-echo-initial", "test_initial_metadata_value")
-        .expect("ascii");
-    req.metadata_mut()
-        .insert_bin(
-            "x-grpc-test-echo-trailing-bin",
-            Bytes::from_static(&[0xab, 0xab, 0xab]),
-        )
-        .expect("bin");
+    ask_for_echo(req.metadata_mut());
     let r = client.unary_call(req).await.expect("custom_metadata");
     let initial = r
         .headers()
@@ -280,15 +284,7 @@ async fn run_cases<C: CallChannel>(channel: C, interop: &Interop) -> Vec<(String
             ..StreamingOutputCallRequest::default()
         },
     ])));
-    req.metadata_mut()
-        .insert("x-grpc-test-echo-initial", "test_initial_metadata_value")
-        .expect("ascii");
-    req.metadata_mut()
-        .insert_bin(
-            "x-grpc-test-echo-trailing-bin",
-            Bytes::from_static(&[0xab, 0xab, 0xab]),
-        )
-        .expect("bin");
+    ask_for_echo(req.metadata_mut());
     let r = client
         .full_duplex_call::<Boxed<_>>(req)
         .await
