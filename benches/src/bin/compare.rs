@@ -2,9 +2,11 @@
 //!
 //! ```text
 //! cargo run --release -p zap-benches --bin compare -- [codec] [rpc] [--json] [--quick]
+//!     [--transport tcp|tls|unix|quic]... [--size BYTES]...
 //! ```
 //!
-//! With no group, runs `codec` then `rpc`.
+//! With no group, runs `codec` then `rpc`. `--transport` and `--size` keep
+//! only those `rpc` rows (repeatable).
 //!
 //! `codec` timing: for each case and size, every implementation is warmed
 //! up, then the implementations run in interleaved batches (zap, prost,
@@ -44,7 +46,14 @@ static GLOBAL: Counting = Counting;
 struct Opts {
     json: bool,
     quick: bool,
+    /// `rpc` rows only for these transports (all when empty).
+    transports: Vec<rpc::Transport>,
+    /// `rpc` rows only for these sizes (all when empty).
+    sizes: Vec<usize>,
 }
+
+const USAGE: &str = "usage: compare [codec] [rpc] [--json] [--quick] \
+[--transport tcp|tls|unix|quic]... [--size BYTES]...";
 
 /// Whether a group ran to the end, or stdout was closed under it (or a
 /// measurement failed).
@@ -59,15 +68,38 @@ fn main() -> ExitCode {
     let mut opts = Opts {
         json: false,
         quick: false,
+        transports: Vec::new(),
+        sizes: Vec::new(),
     };
     let mut groups = Vec::new();
-    for arg in std::env::args().skip(1) {
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
         match arg.as_str() {
             "--json" => opts.json = true,
             "--quick" => opts.quick = true,
+            "--transport" => {
+                let name = args.next().unwrap_or_default();
+                match rpc::Transport::ALL.into_iter().find(|t| t.name() == name) {
+                    Some(t) => opts.transports.push(t),
+                    None => {
+                        eprintln!("compare: unknown transport `{name}` ({USAGE})");
+                        return ExitCode::from(2);
+                    }
+                }
+            }
+            "--size" => {
+                let value = args.next().unwrap_or_default();
+                match value.parse() {
+                    Ok(n) if rpc::SIZES.contains(&n) => opts.sizes.push(n),
+                    _ => {
+                        eprintln!("compare: size `{value}` is not one of {:?}", rpc::SIZES);
+                        return ExitCode::from(2);
+                    }
+                }
+            }
             "codec" | "rpc" => groups.push(arg),
             "-h" | "--help" => {
-                println!("usage: compare [codec] [rpc] [--json] [--quick]");
+                println!("{USAGE}");
                 return ExitCode::SUCCESS;
             }
             other => {
@@ -387,7 +419,13 @@ fn rpc_group(opts: &Opts) -> Outcome {
     for case in [RpcCase::Latency, RpcCase::Throughput] {
         for &w in &workers {
             for transport in rpc::Transport::ALL {
+                if !opts.transports.is_empty() && !opts.transports.contains(&transport) {
+                    continue;
+                }
                 for size in rpc::SIZES {
+                    if !opts.sizes.is_empty() && !opts.sizes.contains(&size) {
+                        continue;
+                    }
                     for imp in rpc::Impl::ALL {
                         if !imp.supports(transport) {
                             continue;
@@ -584,6 +622,11 @@ fn print_rpc_tables(rows: &[RpcRow], workers: &[usize]) -> io::Result<()> {
     for &w in workers {
         for t in T::ALL {
             for size in rpc::SIZES {
+                if latency_of(rows, t, size, I::Zap, w).is_none()
+                    && latency_of(rows, t, size, I::Raw, w).is_none()
+                {
+                    continue; // filtered out
+                }
                 let lat = |imp| latency_of(rows, t, size, imp, w);
                 let p50 = |imp| lat(imp).map(|l: rpc::Latency| l.p50_us);
                 let zap = lat(I::Zap).map(|l| format!("{:.1} ({:.1})", l.p50_us, l.p99_us));
@@ -648,6 +691,11 @@ fn print_rpc_tables(rows: &[RpcRow], workers: &[usize]) -> io::Result<()> {
     for &w in workers {
         for t in T::ALL {
             for size in rpc::SIZES {
+                if rate_of(rows, t, size, I::Zap, w).is_none()
+                    && rate_of(rows, t, size, I::Raw, w).is_none()
+                {
+                    continue; // filtered out
+                }
                 let rate = |imp| rate_of(rows, t, size, imp, w);
                 let fmt = |imp| fmt_opt(rate(imp).map(fmt_rate));
                 writeln!(
@@ -750,6 +798,6 @@ fn check(
             let verdict = if met { "met" } else { "MISSED" };
             writeln!(out, "  {name:<48} {v:>7.3} ({op} {limit}) {verdict}")
         }
-        None => writeln!(out, "  {name:<48} {:>7} ({op} {limit}) MISSED", "n/a"),
+        None => writeln!(out, "  {name:<48} {:>7} ({op} {limit}) not measured", "n/a"),
     }
 }

@@ -572,6 +572,32 @@ impl Out {
         }
     }
 
+    /// Everything waiting, as one slice of chunks (for a writer that takes
+    /// chunks, like a QUIC stream); report what it took with
+    /// [`Out::consumed`].
+    #[cfg(feature = "quic")]
+    pub(crate) fn pending(&mut self) -> &mut [Bytes] {
+        self.seal();
+        self.queue.make_contiguous()
+    }
+
+    /// Drops the first `chunks` chunks of [`Out::pending`], which a writer
+    /// took along with `bytes` bytes in all (a chunk it took only part of
+    /// it left holding the rest).
+    #[cfg(feature = "quic")]
+    pub(crate) fn consumed(&mut self, chunks: usize, bytes: usize) {
+        self.queue.drain(..chunks);
+        self.len -= bytes;
+    }
+
+    /// Drops everything waiting.
+    #[cfg(feature = "quic")]
+    pub(crate) fn clear(&mut self) {
+        self.buf.clear();
+        self.queue.clear();
+        self.len = 0;
+    }
+
     /// Moves everything waiting into `chunks` (in order).
     pub(crate) fn drain_into(&mut self, chunks: &mut Vec<Bytes>) {
         self.seal();

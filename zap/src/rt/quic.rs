@@ -15,11 +15,10 @@
 //!   code; the server notices it through `STOP_SENDING` even while its
 //!   handler is not reading.
 
-use std::collections::VecDeque;
 use std::future::{Future, poll_fn};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll, Waker, ready};
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes, BytesMut};
@@ -46,10 +45,6 @@ use crate::proto::{
 };
 use crate::status::{Code, Status};
 
-/// Largest read buffer growth step.
-const READ_CHUNK: usize = 16 << 10;
-/// First read buffer of a call: most calls are one small frame each way.
-const FIRST_READ: usize = 512;
 /// Output buffer growth step of a call.
 const OUT_STEP: usize = 512;
 
@@ -243,19 +238,53 @@ enum Fail {
     Protocol(Reason, String),
 }
 
+/// Chunks one read takes from a QUIC stream.
+const READ_CHUNKS: usize = 4;
+
 /// Reads §3 frames from a QUIC stream, checking each length against
-/// `MAX_FRAME` before allocating for it.
+/// `MAX_FRAME` before keeping any of it.
+///
+/// It takes quinn's received chunks as they are: a frame inside one chunk
+/// is a slice of it (no copy), and only a frame split across chunks is
+/// gathered into a buffer, which grows with the bytes that arrive, never
+/// with the length a header announces.
 struct FrameReader {
     stream: RecvStream,
-    buf: BytesMut,
+    /// Chunks read and not yet looked at: `chunks[next..filled]`.
+    chunks: [Bytes; READ_CHUNKS],
+    next: usize,
+    filled: usize,
+    /// What is left of the chunk being parsed.
+    cur: Bytes,
+    /// The start of a frame that continues in a later chunk.
+    partial: BytesMut,
     fin: bool,
+}
+
+/// The length of the frame `h` starts, header included, once its payload
+/// length is checked against this side's `MAX_FRAME`.
+fn frame_total(h: &Header, local: &Settings) -> Result<usize, Fail> {
+    if h.len > local.max_frame {
+        return Err(Fail::Protocol(
+            Reason::FRAME_TOO_LARGE,
+            format!(
+                "frame of {} bytes exceeds MAX_FRAME {}",
+                h.len, local.max_frame
+            ),
+        ));
+    }
+    Ok(FRAME_HEADER_LEN + h.len as usize)
 }
 
 impl FrameReader {
     fn new(stream: RecvStream) -> Self {
         FrameReader {
             stream,
-            buf: BytesMut::new(),
+            chunks: Default::default(),
+            next: 0,
+            filled: 0,
+            cur: Bytes::new(),
+            partial: BytesMut::new(),
             fin: false,
         }
     }
@@ -268,20 +297,9 @@ impl FrameReader {
         local: &Settings,
     ) -> Poll<Result<Option<Frame>, Fail>> {
         loop {
-            if let Some(h) = Header::parse(&self.buf) {
-                if h.len > local.max_frame {
-                    return Poll::Ready(Err(Fail::Protocol(
-                        Reason::FRAME_TOO_LARGE,
-                        format!(
-                            "frame of {} bytes exceeds MAX_FRAME {}",
-                            h.len, local.max_frame
-                        ),
-                    )));
-                }
-                let total = FRAME_HEADER_LEN + h.len as usize;
-                if self.buf.len() >= total {
-                    let mut payload = self.buf.split_to(total).freeze();
-                    payload.advance(FRAME_HEADER_LEN);
+            match self.split_frame(local) {
+                Err(fail) => return Poll::Ready(Err(fail)),
+                Ok(Some((h, payload))) => {
                     return Poll::Ready(
                         Frame::parse_in(framing, h, payload, local)
                             .map(Some)
@@ -290,10 +308,15 @@ impl FrameReader {
                             }),
                     );
                 }
-                self.buf.reserve(total - self.buf.len());
+                Ok(None) => {}
+            }
+            if self.next < self.filled {
+                self.cur = std::mem::take(&mut self.chunks[self.next]);
+                self.next += 1;
+                continue;
             }
             if self.fin {
-                return Poll::Ready(if self.buf.is_empty() {
+                return Poll::Ready(if self.partial.is_empty() {
                     Ok(None)
                 } else {
                     Err(Fail::Protocol(
@@ -302,47 +325,77 @@ impl FrameReader {
                     ))
                 });
             }
-            if self.buf.capacity() - self.buf.len() < FIRST_READ {
-                // Double up to READ_CHUNK: small calls stay small.
-                let step = self.buf.capacity().clamp(FIRST_READ, READ_CHUNK);
-                self.buf.reserve(step);
-            }
-            match tokio_util::io::poll_read_buf(Pin::new(&mut self.stream), cx, &mut self.buf) {
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(Ok(0)) => self.fin = true,
-                Poll::Ready(Ok(_)) => {}
-                Poll::Ready(Err(e)) => {
-                    let e = e
-                        .into_inner()
-                        .and_then(|e| e.downcast::<ReadError>().ok())
-                        .map(|e| *e);
-                    return Poll::Ready(Err(match e {
-                        Some(ReadError::Reset(code)) => Fail::Reset(code),
-                        Some(ReadError::ConnectionLost(e)) => Fail::Lost(e),
-                        _ => Fail::Protocol(Reason::INTERNAL_ERROR, "stream read failed".into()),
-                    }));
-                }
+            if let Err(fail) = ready!(self.poll_read(cx)) {
+                return Poll::Ready(Err(fail));
             }
         }
     }
 
+    /// Splits the next whole frame (header, payload) off what was read,
+    /// if it is all there.
+    fn split_frame(&mut self, local: &Settings) -> Result<Option<(Header, Bytes)>, Fail> {
+        if self.partial.is_empty()
+            && let Some(h) = Header::parse(&self.cur)
+        {
+            let total = frame_total(&h, local)?;
+            if self.cur.len() >= total {
+                let mut payload = self.cur.split_to(total);
+                payload.advance(FRAME_HEADER_LEN);
+                return Ok(Some((h, payload)));
+            }
+        }
+        // The frame goes on in a later chunk: gather it, its header first.
+        while !self.cur.is_empty() {
+            let want = match Header::parse(&self.partial) {
+                Some(h) => frame_total(&h, local)?,
+                None => FRAME_HEADER_LEN,
+            };
+            let n = (want - self.partial.len()).min(self.cur.len());
+            self.partial.extend_from_slice(&self.cur[..n]);
+            self.cur.advance(n);
+            if let Some(h) = Header::parse(&self.partial)
+                && self.partial.len() == frame_total(&h, local)?
+            {
+                let mut payload = self.partial.split().freeze();
+                payload.advance(FRAME_HEADER_LEN);
+                return Ok(Some((h, payload)));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Reads the next chunks (or the end) from the stream. One read takes
+    /// the end along with the last data when both are there.
+    fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Fail>> {
+        // `read_chunks` is cancel-safe: a future polled once and dropped
+        // leaves the stream as it was, with this task's waker registered.
+        let read = std::pin::pin!(self.stream.read_chunks(&mut self.chunks));
+        match ready!(read.poll(cx)) {
+            Ok(Some(n)) => {
+                self.next = 0;
+                self.filled = n;
+            }
+            Ok(None) => self.fin = true,
+            Err(ReadError::Reset(code)) => return Poll::Ready(Err(Fail::Reset(code))),
+            Err(ReadError::ConnectionLost(e)) => return Poll::Ready(Err(Fail::Lost(e))),
+            Err(_) => {
+                return Poll::Ready(Err(Fail::Protocol(
+                    Reason::INTERNAL_ERROR,
+                    "stream read failed".into(),
+                )));
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
+
     /// Takes the end of the stream if it is already there, so dropping
-    /// the reader does not ask the peer to stop sending.
+    /// the reader does not ask the peer to stop sending. Data after the
+    /// end of the call is kept for the next read, which reports it.
     fn poll_fin(&mut self, cx: &mut Context<'_>) {
-        if self.fin || !self.buf.is_empty() {
+        if self.fin || !self.cur.is_empty() || self.next < self.filled {
             return;
         }
-        let mut probe = [0u8; 1];
-        let mut rb = tokio::io::ReadBuf::new(&mut probe);
-        if let Poll::Ready(Ok(())) = self.stream.poll_read_buf(cx, &mut rb)
-            && rb.filled().is_empty()
-        {
-            self.fin = true;
-        } else if !rb.filled().is_empty() {
-            // Data after the end of the call: kept for the next read,
-            // which reports it.
-            self.buf.extend_from_slice(rb.filled());
-        }
+        let _ = self.poll_read(cx);
     }
 }
 
@@ -350,7 +403,6 @@ impl FrameReader {
 struct Sender {
     stream: SendStream,
     out: Out,
-    queue: VecDeque<Bytes>,
     /// Nothing more may be sent: finished, reset, or `CLOSE` sent.
     closed: bool,
 }
@@ -360,33 +412,26 @@ impl Sender {
         Sender {
             stream,
             out: Out::with_chunk(OUT_STEP),
-            queue: VecDeque::new(),
             closed: false,
         }
     }
 
-    /// Moves what `out` holds to the queue.
-    fn seal(&mut self) {
-        let mut chunks = Vec::new();
-        self.out.drain_into(&mut chunks);
-        self.queue.extend(chunks);
-    }
-
-    /// Writes the queue into the stream.
+    /// Writes what `out` holds into the stream, handing quinn the encoded
+    /// chunks themselves (no copy).
     fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), WriteError>> {
-        while let Some(front) = self.queue.front_mut() {
-            match Pin::new(&mut self.stream).poll_write(cx, front) {
-                Poll::Ready(Ok(n)) => {
-                    front.advance(n);
-                    if front.is_empty() {
-                        self.queue.pop_front();
-                    }
-                }
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                Poll::Pending => return Poll::Pending,
+        loop {
+            let pending = self.out.pending();
+            if pending.is_empty() {
+                return Poll::Ready(Ok(()));
             }
+            // Cancel-safe: a future polled once and dropped wrote nothing
+            // or reports what it wrote.
+            let written = {
+                let write = std::pin::pin!(self.stream.write_chunks(pending));
+                ready!(write.poll(cx))?
+            };
+            self.out.consumed(written.chunks, written.bytes);
         }
-        Poll::Ready(Ok(()))
     }
 
     /// Flushes without waiting; the rest goes with the next write.
@@ -397,7 +442,7 @@ impl Sender {
 
     fn reset(&mut self, code: Code) {
         self.closed = true;
-        self.queue.clear();
+        self.out.clear();
         let _ = self.stream.reset(code_var(code));
     }
 }
@@ -410,11 +455,41 @@ fn write_status(q: &QConn, e: WriteError, server: bool) -> Status {
     }
 }
 
+/// Items parsed ahead of their reader: a message and the end that came
+/// with it, or the close that ends a call early.
+#[derive(Default)]
+struct Ahead {
+    items: [Option<Item>; 2],
+}
+
+impl Ahead {
+    fn push_back(&mut self, item: Item) {
+        let [first, second] = &mut self.items;
+        let slot = if first.is_none() { first } else { second };
+        debug_assert!(slot.is_none(), "at most two items are parsed ahead");
+        *slot = Some(item);
+    }
+
+    fn pop_front(&mut self) -> Option<Item> {
+        let [first, second] = &mut self.items;
+        let item = first.take();
+        *first = second.take();
+        item
+    }
+
+    fn is_empty(&self) -> bool {
+        self.items[0].is_none()
+    }
+
+    fn clear(&mut self) {
+        self.items = [None, None];
+    }
+}
+
 /// The receiving side of a call.
 struct Receiver {
     reader: FrameReader,
-    /// Items parsed ahead (a message and the end that came with it).
-    queue: VecDeque<Item>,
+    queue: Ahead,
     /// Nothing more will be read.
     ended: bool,
     /// Why the items ended early, if they did.
@@ -423,10 +498,14 @@ struct Receiver {
     deadline: Option<Pin<Box<Sleep>>>,
 }
 
+type Stopped = Pin<Box<dyn Future<Output = Result<Option<VarInt>, StoppedError>> + Send + Sync>>;
+
 /// Server: what ends a call from outside its handler.
 struct Watch {
-    /// The client's `STOP_SENDING` (or the connection's end).
-    stopped: Pin<Box<dyn Future<Output = Result<Option<VarInt>, StoppedError>> + Send + Sync>>,
+    /// The client's `STOP_SENDING` (or the connection's end), watched
+    /// from the first time anyone asks: a handler that answers at once
+    /// never pays for it.
+    stopped: Option<Stopped>,
     /// The deadline the client gave.
     deadline: Option<Pin<Box<Sleep>>>,
     cancelled: Option<Code>,
@@ -594,7 +673,7 @@ impl QCall {
             return Err(());
         }
         s.closed = true;
-        if !s.queue.is_empty() {
+        if s.out.len() > 0 {
             // A send was dropped halfway through a frame: the stream cannot
             // go on.
             s.reset(Code::CANCELLED);
@@ -620,7 +699,6 @@ impl QCall {
                 return Err(call_ended(!self.client));
             }
             s.out.message(0, message, false);
-            s.seal();
         }
         poll_fn(|cx| lock(&self.send).poll_flush(cx))
             .await
@@ -636,7 +714,6 @@ impl QCall {
             return;
         }
         s.out.headers(0, headers);
-        s.seal();
         s.try_flush();
     }
 
@@ -669,7 +746,6 @@ impl QCall {
             } else {
                 s.out.close(0, head, headers, message);
             }
-            s.seal();
         }
         if poll_fn(|cx| lock(&self.send).poll_flush(cx)).await.is_ok() {
             let _ = lock(&self.send).stream.finish();
@@ -678,20 +754,13 @@ impl QCall {
 
     pub(crate) fn take_single(&self) -> Option<Bytes> {
         let mut r = lock(&self.recv);
-        if r.queue.len() != 2 || !matches!(r.queue.back(), Some(Item::End)) {
-            return None;
-        }
-        match r.queue.pop_front() {
-            Some(Item::Message(m)) => {
+        match &mut r.queue.items {
+            [Some(Item::Message(m)), Some(Item::End)] => {
+                let m = std::mem::take(m);
                 r.queue.clear();
                 Some(m)
             }
-            other => {
-                if let Some(i) = other {
-                    r.queue.push_front(i);
-                }
-                None
-            }
+            _ => None,
         }
     }
 
@@ -710,7 +779,13 @@ impl QCall {
             w.cancelled = Some(Code::DEADLINE_EXCEEDED);
             return Poll::Ready(Code::DEADLINE_EXCEEDED);
         }
-        match w.stopped.as_mut().poll(cx) {
+        let stopped = match &mut w.stopped {
+            Some(stopped) => stopped,
+            None => w
+                .stopped
+                .insert(Box::pin(lock(&self.send).stream.stopped())),
+        };
+        match stopped.as_mut().poll(cx) {
             Poll::Ready(Ok(Some(code))) => {
                 let c = match code_of(code) {
                     Code::DEADLINE_EXCEEDED => Code::DEADLINE_EXCEEDED,
@@ -722,7 +797,7 @@ impl QCall {
             // Finished and acknowledged: the response is out, nothing can
             // cancel the call any more.
             Poll::Ready(Ok(None)) => {
-                w.stopped = Box::pin(std::future::pending());
+                w.stopped = Some(Box::pin(std::future::pending()));
                 Poll::Pending
             }
             Poll::Ready(Err(_)) => {
@@ -919,7 +994,7 @@ pub(crate) async fn open(
         client: true,
         recv: Mutex::new(Receiver {
             reader: FrameReader::new(recv),
-            queue: VecDeque::new(),
+            queue: Ahead::default(),
             ended: false,
             failure: None,
             deadline: deadline.map(|d| Box::pin(tokio::time::sleep_until(d.into()))),
@@ -931,7 +1006,6 @@ pub(crate) async fn open(
     {
         let mut s = lock(&call.send);
         s.out.open(0, head, message, end);
-        s.seal();
     }
     match poll_fn(|cx| lock(&call.send).poll_flush(cx)).await {
         Ok(()) => {}
@@ -1104,7 +1178,7 @@ where
         // The request is all there; take its FIN too if it came along.
         reader.poll_fin(&mut Context::from_waker(Waker::noop()));
     }
-    let mut queue = VecDeque::new();
+    let mut queue = Ahead::default();
     if let Some(m) = message {
         queue.push_back(Item::Message(m));
     }
@@ -1117,7 +1191,7 @@ where
         index: send.id().index(),
         client: false,
         watch: Some(Mutex::new(Watch {
-            stopped: Box::pin(send.stopped()),
+            stopped: None,
             deadline: deadline.map(|d| Box::pin(tokio::time::sleep_until(d.into()))),
             cancelled: None,
             expired: false,
