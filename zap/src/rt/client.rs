@@ -254,9 +254,16 @@ impl Channel {
 
     /// The live connection, connecting if needed.
     async fn connection(&self) -> Result<ClientConn, Status> {
-        if let Some(c) = self.current() {
-            return Ok(c);
+        match self.current() {
+            Some(c) => Ok(c),
+            // Boxed: every call's future would otherwise carry the room a
+            // TLS or QUIC handshake needs.
+            None => Box::pin(self.reconnect()).await,
         }
+    }
+
+    /// Connects (or waits for the call that is connecting).
+    async fn reconnect(&self) -> Result<ClientConn, Status> {
         let _one = self.inner.connecting.lock().await;
         if let Some(c) = self.current() {
             return Ok(c);

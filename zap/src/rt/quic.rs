@@ -988,25 +988,7 @@ pub(crate) async fn open(
         .await
         .map_err(|_| SendError::Closed)?;
     head.timeout = time_left(deadline, Instant::now())?;
-    let call = QCall {
-        conn: q.clone(),
-        index: send.id().index(),
-        client: true,
-        recv: Mutex::new(Receiver {
-            reader: FrameReader::new(recv),
-            queue: Ahead::default(),
-            ended: false,
-            failure: None,
-            deadline: deadline.map(|d| Box::pin(tokio::time::sleep_until(d.into()))),
-        }),
-        send: Mutex::new(Sender::new(send)),
-        watch: None,
-        _slot: slot,
-    };
-    {
-        let mut s = lock(&call.send);
-        s.out.open(0, head, message, end);
-    }
+    let call = QCall::opened(slot, send, recv, deadline, head, message, end);
     match poll_fn(|cx| lock(&call.send).poll_flush(cx)).await {
         Ok(()) => {}
         Err(WriteError::ConnectionLost(_)) => return Err(SendError::Closed),
@@ -1016,7 +998,39 @@ pub(crate) async fn open(
     if end {
         let _ = call.finish();
     }
-    Ok(Link::Quic(Arc::new(call)))
+    Ok(Link::Quic(call))
+}
+
+impl QCall {
+    /// Client: the call on a new stream, its OPEN encoded (not sent).
+    /// Built outside `open` so that every call's future stays small.
+    fn opened(
+        slot: CallSlot,
+        send: SendStream,
+        recv: RecvStream,
+        deadline: Option<Instant>,
+        head: &OpenHead,
+        message: Option<Bytes>,
+        end: bool,
+    ) -> Arc<QCall> {
+        let mut sender = Sender::new(send);
+        sender.out.open(0, head, message, end);
+        Arc::new(QCall {
+            conn: slot.0.clone(),
+            index: sender.stream.id().index(),
+            client: true,
+            recv: Mutex::new(Receiver {
+                reader: FrameReader::new(recv),
+                queue: Ahead::default(),
+                ended: false,
+                failure: None,
+                deadline: deadline.map(|d| Box::pin(tokio::time::sleep_until(d.into()))),
+            }),
+            send: Mutex::new(sender),
+            watch: None,
+            _slot: slot,
+        })
+    }
 }
 
 /// Server: serves calls on QUIC connections from `listener` until
@@ -1128,83 +1142,115 @@ async fn refuse_call(mut send: SendStream) {
 }
 
 /// Server: reads a call's OPEN and runs it.
+///
+/// This future is the task of every call: what only the start of a call
+/// needs stays out of it (in [`accept_call`] and [`QCall::accepted`]), so
+/// the task stays small.
 async fn run_stream<S>(q: Arc<QConn>, service: S, send: SendStream, recv: RecvStream)
 where
     S: Service<ServerCall, Response = ()> + Send,
     S::Error: Into<BoxError>,
     S::Future: Send,
 {
-    let Ok(slot) = q.take_slot(None) else {
+    let Some((call, head, deadline)) = accept_call(&q, send, recv).await else {
         return;
     };
+    serve_call(service, Link::Quic(call), head, deadline).await;
+}
+
+/// Server: the call a new stream opens, once its OPEN is there.
+async fn accept_call(
+    q: &Arc<QConn>,
+    send: SendStream,
+    recv: RecvStream,
+) -> Option<(Arc<QCall>, OpenHead, Option<Instant>)> {
+    let slot = q.take_slot(None).ok()?;
     let mut reader = FrameReader::new(recv);
-    let local = q.local;
     // The OPEN usually came with the stream: a timer only if it did not.
-    let mut first = None;
-    poll_fn(|cx| {
-        if let Poll::Ready(f) = reader.poll_frame(cx, Framing::QuicCall, &local) {
-            first = Some(f);
-        }
-        Poll::Ready(())
-    })
-    .await;
-    let first = match first {
-        Some(f) => Ok(f),
-        None => {
-            tokio::time::timeout(
-                q.open_timeout,
-                poll_fn(|cx| reader.poll_frame(cx, Framing::QuicCall, &local)),
-            )
-            .await
-        }
+    let polled = reader.poll_frame(
+        &mut Context::from_waker(Waker::noop()),
+        Framing::QuicCall,
+        &q.local,
+    );
+    let first = match polled {
+        Poll::Ready(first) => first,
+        Poll::Pending => match wait_open(q, &mut reader).await {
+            Some(first) => first,
+            None => {
+                let mut send = send;
+                let _ = send.reset(code_var(Code::CANCELLED));
+                return None;
+            }
+        },
     };
-    let (head, message, end) = match first {
-        Ok(Ok(Some(Frame::Open {
-            head, message, end, ..
-        }))) => (head, message, end),
-        Ok(Ok(Some(_))) => {
-            return q.fail(Reason::PROTOCOL_ERROR, "a call stream must start with OPEN");
+    QCall::accepted(q, slot, first, reader, send)
+}
+
+/// Server: waits for the OPEN of a call whose stream came without it;
+/// `None` when the handshake timeout passed first.
+async fn wait_open(q: &QConn, reader: &mut FrameReader) -> Option<Result<Option<Frame>, Fail>> {
+    let open = poll_fn(|cx| reader.poll_frame(cx, Framing::QuicCall, &q.local));
+    tokio::time::timeout(q.open_timeout, open).await.ok()
+}
+
+impl QCall {
+    /// Server: the call a stream's first frame opens, with its head and
+    /// deadline; `None` (the connection closed if the peer broke the
+    /// protocol) when there is nothing to serve.
+    fn accepted(
+        q: &Arc<QConn>,
+        slot: CallSlot,
+        first: Result<Option<Frame>, Fail>,
+        mut reader: FrameReader,
+        send: SendStream,
+    ) -> Option<(Arc<QCall>, OpenHead, Option<Instant>)> {
+        let (head, message, end) = match first {
+            Ok(Some(Frame::Open {
+                head, message, end, ..
+            })) => (head, message, end),
+            Ok(Some(_)) => {
+                q.fail(Reason::PROTOCOL_ERROR, "a call stream must start with OPEN");
+                return None;
+            }
+            Err(Fail::Protocol(reason, why)) => {
+                q.fail(reason, &why);
+                return None;
+            }
+            // Ended, reset or lost before its OPEN: nothing to answer.
+            Ok(None) | Err(_) => return None,
+        };
+        if end {
+            // The request is all there; take its FIN too if it came along.
+            reader.poll_fin(&mut Context::from_waker(Waker::noop()));
         }
-        Ok(Err(Fail::Protocol(reason, why))) => return q.fail(reason, &why),
-        // Ended, reset or lost before its OPEN: nothing to answer.
-        Ok(Ok(None)) | Ok(Err(_)) => return,
-        Err(_) => {
-            let mut send = send;
-            let _ = send.reset(code_var(Code::CANCELLED));
-            return;
+        let mut queue = Ahead::default();
+        if let Some(m) = message {
+            queue.push_back(Item::Message(m));
         }
-    };
-    if end {
-        // The request is all there; take its FIN too if it came along.
-        reader.poll_fin(&mut Context::from_waker(Waker::noop()));
+        if end {
+            queue.push_back(Item::End);
+        }
+        let deadline = head.timeout.and_then(|t| Instant::now().checked_add(t));
+        let call = QCall {
+            conn: q.clone(),
+            index: send.id().index(),
+            client: false,
+            watch: Some(Mutex::new(Watch {
+                stopped: None,
+                deadline: deadline.map(|d| Box::pin(tokio::time::sleep_until(d.into()))),
+                cancelled: None,
+                expired: false,
+            })),
+            recv: Mutex::new(Receiver {
+                reader,
+                queue,
+                ended: end,
+                failure: None,
+                deadline: None,
+            }),
+            send: Mutex::new(Sender::new(send)),
+            _slot: slot,
+        };
+        Some((Arc::new(call), head, deadline))
     }
-    let mut queue = Ahead::default();
-    if let Some(m) = message {
-        queue.push_back(Item::Message(m));
-    }
-    if end {
-        queue.push_back(Item::End);
-    }
-    let deadline = head.timeout.and_then(|t| Instant::now().checked_add(t));
-    let call = QCall {
-        conn: q.clone(),
-        index: send.id().index(),
-        client: false,
-        watch: Some(Mutex::new(Watch {
-            stopped: None,
-            deadline: deadline.map(|d| Box::pin(tokio::time::sleep_until(d.into()))),
-            cancelled: None,
-            expired: false,
-        })),
-        recv: Mutex::new(Receiver {
-            reader,
-            queue,
-            ended: end,
-            failure: None,
-            deadline: None,
-        }),
-        send: Mutex::new(Sender::new(send)),
-        _slot: slot,
-    };
-    serve_call(service, Link::Quic(Arc::new(call)), head, deadline).await;
 }
