@@ -1107,8 +1107,24 @@ async fn serve_connection<S>(
     let key = conns.insert(q.clone());
     let mut last = 0u64;
     let mut draining = false;
+    // Watched across iterations: the loop runs once per call.
+    let mut stopping = std::pin::pin!(async move {
+        let _ = stop.wait_for(|s| *s).await;
+    });
     loop {
+        // Created before the check: it sees every `notify_waiters` after.
+        let idle = q.idle.notified();
+        if draining && q.open_calls() == 0 {
+            q.fail(Reason::NO_ERROR, "drained");
+            break;
+        }
         tokio::select! {
+            biased;
+            _ = &mut stopping, if !draining => {
+                draining = true;
+                q.goaway(last, "server shutting down").await;
+            }
+            _ = idle, if draining => {}
             stream = q.connection.accept_bi() => {
                 let Ok((send, recv)) = stream else { break };
                 if draining {
@@ -1118,15 +1134,6 @@ async fn serve_connection<S>(
                     tokio::spawn(run_stream(q.clone(), service.clone(), send, recv));
                 }
             }
-            _ = async { let _ = stop.wait_for(|s| *s).await; }, if !draining => {
-                draining = true;
-                q.goaway(last, "server shutting down").await;
-            }
-            _ = q.idle.notified(), if draining => {}
-        }
-        if draining && q.open_calls() == 0 {
-            q.fail(Reason::NO_ERROR, "drained");
-            break;
         }
     }
     conns.remove(key);
