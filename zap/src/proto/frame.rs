@@ -522,17 +522,34 @@ pub(crate) struct Out {
     len: usize,
     /// Growth step of `buf` (0: [`OUT_CHUNK`]).
     chunk: usize,
+    /// Each frame gets a buffer of exactly its copied bytes (see
+    /// [`Out::exact`]).
+    exact: bool,
 }
 
 impl Out {
-    /// An output buffer growing in steps of `chunk` bytes (one call's
-    /// frames need far less than a connection's).
+    /// An output buffer that gives each frame exactly the room its copied
+    /// bytes take: for a call's own stream, where a frame's buffer goes to
+    /// the transport as it is and lives until the peer acknowledges it.
     #[cfg(feature = "quic")]
-    pub(crate) fn with_chunk(chunk: usize) -> Out {
+    pub(crate) fn exact() -> Out {
         Out {
-            chunk,
+            chunk: 64,
+            exact: true,
             ..Out::default()
         }
+    }
+
+    /// Exact mode: room for the next frame, `len` payload bytes of which
+    /// `message` (if large enough to go as its own chunk) is not copied.
+    fn expect(&mut self, len: usize, message: Option<&Bytes>) {
+        if !self.exact {
+            return;
+        }
+        // The frames before keep their buffer: growing it would copy them.
+        self.seal();
+        let own_chunk = message.map_or(0, |m| if m.len() < COPY_LIMIT { 0 } else { m.len() });
+        self.buf.reserve(FRAME_HEADER_LEN + len - own_chunk);
     }
 
     /// Bytes waiting.
@@ -641,6 +658,7 @@ impl Out {
         if message.is_some() {
             flags |= flag::MESSAGE;
         }
+        self.expect(len, message.as_ref());
         self.header(len, Kind::Open, flags, stream);
         self.put(&(head.method.len() as u16).to_le_bytes());
         self.put(&head.method);
@@ -655,6 +673,7 @@ impl Out {
     }
 
     pub(crate) fn message(&mut self, stream: u32, message: Bytes, end: bool) {
+        self.expect(message.len(), Some(&message));
         self.header(
             message.len(),
             Kind::Message,
@@ -666,6 +685,7 @@ impl Out {
 
     pub(crate) fn headers(&mut self, stream: u32, md: &Metadata) {
         let len = metadata_len(md);
+        self.expect(4 + len, None);
         self.header(4 + len, Kind::Headers, 0, stream);
         self.metadata(md, len);
     }
@@ -696,6 +716,7 @@ impl Out {
         if message.is_some() {
             flags |= flag::MESSAGE;
         }
+        self.expect(len, message.as_ref());
         self.header(len, Kind::Close, flags, stream);
         self.put(&head.code.0.to_le_bytes());
         self.put(&(status_msg.len() as u16).to_le_bytes());

@@ -858,7 +858,15 @@ fn protocol_doc_examples_match_the_encoder() {
         f(&mut o);
         let mut chunks = Vec::new();
         o.drain_into(&mut chunks);
-        chunks.concat()
+        let bytes = chunks.concat();
+        // A QUIC call's exact-size buffers hold the same bytes.
+        #[cfg(feature = "quic")]
+        {
+            let mut exact = Out::exact();
+            f(&mut exact);
+            assert_eq!(exact.pending().concat(), bytes);
+        }
+        bytes
     };
     let examples = doc_examples();
     assert_eq!(examples.len(), 13);
@@ -901,6 +909,50 @@ fn protocol_doc_examples_match_the_encoder() {
             super::frame::Frame::parse(h, payload, &Settings::default())
                 .unwrap_or_else(|e| panic!("example {name} does not parse: {e:?}"));
         }
+    }
+}
+
+/// A QUIC call's output: each frame in one buffer of its exact size, a
+/// large message as its own chunk (not copied), and the writer's progress
+/// (whole chunks, then part of one) taken off the front.
+#[cfg(feature = "quic")]
+#[test]
+fn exact_output_gives_each_frame_its_own_buffer() {
+    use super::frame::Out;
+    use bytes::Buf;
+    let head = OpenHead {
+        method: Bytes::from_static(b"/a.B/C"),
+        timeout: None,
+        metadata: Metadata::new(),
+    };
+    let big = Bytes::from(vec![7u8; 5000]);
+    let mut out = Out::exact();
+    out.open(0, &head, Some(Bytes::from_static(b"small")), false);
+    out.message(0, big.clone(), true);
+    let pending = out.pending();
+    assert_eq!(pending.len(), 3);
+    assert_eq!(pending[0].len(), FRAME_HEADER_LEN + 2 + 6 + 8 + 4 + 5);
+    assert_eq!(pending[1].len(), FRAME_HEADER_LEN);
+    assert_eq!(
+        pending[2].as_ptr(),
+        big.as_ptr(),
+        "a large message is not copied"
+    );
+    let total = out.len();
+    assert_eq!(total, pending_len(&mut out));
+    // A writer took the first chunk and 4 bytes of the second.
+    let first = out.pending()[0].len();
+    out.pending()[1].advance(4);
+    out.consumed(1, first + 4);
+    assert_eq!(out.pending().len(), 2);
+    assert_eq!(out.len(), total - first - 4);
+    assert_eq!(pending_len(&mut out), out.len());
+    out.clear();
+    assert!(out.pending().is_empty());
+    assert_eq!(out.len(), 0);
+
+    fn pending_len(out: &mut Out) -> usize {
+        out.pending().iter().map(Bytes::len).sum()
     }
 }
 

@@ -45,9 +45,6 @@ use crate::proto::{
 };
 use crate::status::{Code, Status};
 
-/// Output buffer growth step of a call.
-const OUT_STEP: usize = 512;
-
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -188,7 +185,7 @@ impl QConn {
 
 /// The frames `encode` writes, as chunks to hand to a stream.
 fn frames(encode: impl FnOnce(&mut Out)) -> Vec<Bytes> {
-    let mut out = Out::with_chunk(OUT_STEP);
+    let mut out = Out::exact();
     encode(&mut out);
     let mut chunks = Vec::new();
     out.drain_into(&mut chunks);
@@ -411,7 +408,7 @@ impl Sender {
     fn new(stream: SendStream) -> Self {
         Sender {
             stream,
-            out: Out::with_chunk(OUT_STEP),
+            out: Out::exact(),
             closed: false,
         }
     }

@@ -123,13 +123,18 @@ impl CallWriter {
         trailers: Metadata,
         message: Option<Bytes>,
     ) {
-        let head = CloseHead {
-            code: status.code(),
-            message: Bytes::copy_from_slice(status.message().as_bytes()),
-            details: status.details().clone(),
-            trailers: merge(trailers, status.metadata()),
-        };
+        let head = close_head_with(status, trailers);
         self.link.close(&head, headers, message).await;
+    }
+}
+
+/// The `CLOSE` head for `status`, its metadata added to `trailers`.
+fn close_head_with(status: &Status, trailers: Metadata) -> CloseHead {
+    CloseHead {
+        code: status.code(),
+        message: Bytes::copy_from_slice(status.message().as_bytes()),
+        details: status.details().clone(),
+        trailers: merge(trailers, status.metadata()),
     }
 }
 
@@ -330,29 +335,45 @@ impl Router {
 
 /// Reads the one request message of a unary or server-streaming call; on
 /// failure answers the call with the status and returns `None`.
+///
+/// The call futures of every unary handler hold this one, so the rare
+/// path (a request that did not come whole in the OPEN) is boxed: the
+/// common one stays small.
 async fn single(call: ServerCall) -> Option<(Request<Bytes>, CallWriter)> {
-    // Fast path: a unary request arrives as one OPEN frame, so message and
-    // end are usually there already when the call starts.
-    if let Some(message) = call.link.take_single() {
-        let ServerCall {
-            link,
-            method,
-            metadata,
-            deadline,
-        } = call;
-        let req = Request {
-            metadata,
-            message,
-            deadline,
-            peer: Some(link.peer().clone()),
-            method: Some(method),
-        };
-        let w = CallWriter {
-            link,
-            headers_sent: false,
-        };
-        return Some((req, w));
+    match arrived_single(call) {
+        Ok(ready) => Some(ready),
+        Err(call) => Box::pin(read_single(call)).await,
     }
+}
+
+/// The request of a call whose message and end came with its OPEN (the
+/// usual unary request); the call back otherwise.
+fn arrived_single(call: ServerCall) -> Result<(Request<Bytes>, CallWriter), ServerCall> {
+    let Some(message) = call.link.take_single() else {
+        return Err(call);
+    };
+    let ServerCall {
+        link,
+        method,
+        metadata,
+        deadline,
+    } = call;
+    let req = Request {
+        metadata,
+        message,
+        deadline,
+        peer: Some(link.peer().clone()),
+        method: Some(method),
+    };
+    let w = CallWriter {
+        link,
+        headers_sent: false,
+    };
+    Ok((req, w))
+}
+
+/// Reads the one request message as it arrives.
+async fn read_single(call: ServerCall) -> Option<(Request<Bytes>, CallWriter)> {
     let (mut req, w) = call.into_request();
     let read = async {
         let Some(message) = req.message.message().await? else {
@@ -373,14 +394,16 @@ async fn single(call: ServerCall) -> Option<(Request<Bytes>, CallWriter)> {
 }
 
 async fn respond_unary(w: CallWriter, r: Result<Response<Bytes>, Status>) {
-    match r {
-        Ok(resp) => {
-            let ok = Status::new(Code::OK, "");
-            w.close(&ok, Some(&resp.headers), resp.trailers, Some(resp.message))
-                .await
-        }
-        Err(s) => w.close(&s, None, Metadata::new(), None).await,
-    }
+    // One `CLOSE` either way, built before the one wait.
+    let (head, headers, message) = match r {
+        Ok(resp) => (
+            close_head_with(&Status::new(Code::OK, ""), resp.trailers),
+            Some(resp.headers),
+            Some(resp.message),
+        ),
+        Err(s) => (close_head_with(&s, Metadata::new()), None, None),
+    };
+    w.link.close(&head, headers.as_ref(), message).await;
 }
 
 async fn respond_stream<S>(mut w: CallWriter, r: Result<Response<S>, Status>)
