@@ -22,12 +22,15 @@
 //! (the generated service behind zap's gRPC fallback, called by tonic's
 //! client), over TCP, TLS, Unix sockets and QUIC (tonic and zap-grpc: TCP),
 //! with the default worker count and with 1
-//! worker. Each measurement gets a fresh runtime, server and connection;
-//! for each transport and size the implementations run back to back.
-//! Latency: one call in flight, warm-up 300 ms (100 ms with `--quick`),
-//! per-call samples for 1.5 s (0.4 s), at most 200 000, p50 and p99;
+//! worker. Each measurement gets a fresh runtime, server and connection.
+//! For each transport and size the implementations run in turn, in 5
+//! rounds (2 with `--quick`), so that drift on a noisy machine hits them
+//! alike and a round whose tasks landed badly on the worker threads does
+//! not decide; each figure is the median of its rounds.
+//! Latency: one call in flight, warm-up 150 ms (100 ms with `--quick`),
+//! per-call samples for 0.3 s (0.2 s), at most 200 000, p50 and p99;
 //! allocations (whole process) over 200 more calls. Throughput: 64 calls in
-//! flight on one connection, calls/s over a 1.5 s (0.4 s) window after the
+//! flight on one connection, calls/s over a 0.3 s (0.2 s) window after the
 //! warm-up.
 
 use std::hint::black_box;
@@ -403,10 +406,10 @@ struct RpcRow {
 }
 
 fn rpc_group(opts: &Opts) -> Outcome {
-    let timing = if opts.quick {
-        rpc::Timing::QUICK
+    let (timing, rounds) = if opts.quick {
+        (rpc::Timing::QUICK, QUICK_ROUNDS)
     } else {
-        rpc::Timing::FULL
+        (rpc::Timing::FULL, FULL_ROUNDS)
     };
     let default_workers = rpc::default_workers();
     let mut workers = vec![default_workers];
@@ -426,33 +429,43 @@ fn rpc_group(opts: &Opts) -> Outcome {
                     if !opts.sizes.is_empty() && !opts.sizes.contains(&size) {
                         continue;
                     }
-                    for imp in rpc::Impl::ALL {
-                        if !imp.supports(transport) {
-                            continue;
+                    let impls: Vec<rpc::Impl> = rpc::Impl::ALL
+                        .into_iter()
+                        .filter(|imp| imp.supports(transport))
+                        .collect();
+                    // Rounds of every implementation in turn: drift on a
+                    // noisy machine hits them alike; the median round counts.
+                    let mut runs: Vec<Vec<Measured>> = vec![Vec::new(); impls.len()];
+                    for _ in 0..rounds {
+                        for (i, &imp) in impls.iter().enumerate() {
+                            let measured = match case {
+                                RpcCase::Latency => {
+                                    rpc::measure_latency(imp, transport, size, w, timing)
+                                        .map(Measured::Latency)
+                                }
+                                RpcCase::Throughput => {
+                                    rpc::measure_throughput(imp, transport, size, w, timing)
+                                        .map(Measured::CallsPerSec)
+                                }
+                            };
+                            match measured {
+                                Ok(v) => runs[i].push(v),
+                                Err(e) => {
+                                    eprintln!(
+                                        "compare rpc: {} {} {} {} workers={w}: {e}",
+                                        case.name(),
+                                        transport.name(),
+                                        fmt_bytes(size),
+                                        imp.name()
+                                    );
+                                    failed = true;
+                                }
+                            }
                         }
-                        let measured = match case {
-                            RpcCase::Latency => {
-                                rpc::measure_latency(imp, transport, size, w, timing)
-                                    .map(Measured::Latency)
-                            }
-                            RpcCase::Throughput => {
-                                rpc::measure_throughput(imp, transport, size, w, timing)
-                                    .map(Measured::CallsPerSec)
-                            }
-                        };
-                        let value = match measured {
-                            Ok(v) => v,
-                            Err(e) => {
-                                eprintln!(
-                                    "compare rpc: {} {} {} {} workers={w}: {e}",
-                                    case.name(),
-                                    transport.name(),
-                                    fmt_bytes(size),
-                                    imp.name()
-                                );
-                                failed = true;
-                                continue;
-                            }
+                    }
+                    for (imp, runs) in impls.into_iter().zip(runs) {
+                        let Some(value) = median_run(runs) else {
+                            continue;
                         };
                         if opts.json
                             && writeln!(out, "{}", rpc_json(case, transport, size, imp, w, value))
@@ -481,6 +494,40 @@ fn rpc_group(opts: &Opts) -> Outcome {
     } else {
         Outcome::Done
     }
+}
+
+/// Rounds of each `rpc` measurement (see [`rpc_group`]).
+const FULL_ROUNDS: usize = 5;
+const QUICK_ROUNDS: usize = 2;
+
+/// The median of a measurement's rounds: p50, p99 and allocations each
+/// the median of theirs.
+fn median_run(runs: Vec<Measured>) -> Option<Measured> {
+    fn median(mut v: Vec<f64>) -> f64 {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    }
+    let mut latencies = Vec::new();
+    let mut rates = Vec::new();
+    for r in runs {
+        match r {
+            Measured::Latency(l) => latencies.push(l),
+            Measured::CallsPerSec(c) => rates.push(c),
+        }
+    }
+    if !rates.is_empty() {
+        return Some(Measured::CallsPerSec(median(rates)));
+    }
+    if latencies.is_empty() {
+        return None;
+    }
+    let pick = |f: fn(&rpc::Latency) -> f64| median(latencies.iter().map(f).collect());
+    Some(Measured::Latency(rpc::Latency {
+        p50_us: pick(|l| l.p50_us),
+        p99_us: pick(|l| l.p99_us),
+        allocs_per_call: pick(|l| l.allocs_per_call),
+        samples: latencies.iter().map(|l| l.samples).sum(),
+    }))
 }
 
 fn rpc_json(

@@ -1258,3 +1258,15 @@ impl QCall {
         Some((Arc::new(call), head, deadline))
     }
 }
+
+impl Drop for QConn {
+    fn drop(&mut self) {
+        if std::env::var_os("ZAP_QUIC_STATS").is_some() {
+            let s = self.connection.stats();
+            eprintln!(
+                "zap conn: udp_tx {:?} udp_rx {:?}\n  frame_tx {:?}\n  frame_rx {:?}",
+                s.udp_tx, s.udp_rx, s.frame_tx, s.frame_rx
+            );
+        }
+    }
+}
