@@ -604,9 +604,12 @@ async fn raw_echo<S: AsyncRead + AsyncWrite + Unpin>(s: S) -> io::Result<()> {
             }
             let mut b = Buf::chain(&hdr[..], &frame[..]);
             r.get_mut().write_all_buf(&mut b).await?;
+            // TLS keeps records in its buffer until flushed.
+            r.get_mut().flush().await?;
         }
         if !out.is_empty() && (r.buffer().is_empty() || out.len() >= BUF) {
             r.get_mut().write_all(&out).await?;
+            r.get_mut().flush().await?;
             out.clear();
         }
     }
@@ -722,11 +725,12 @@ async fn write_frame<W: AsyncWrite + Unpin>(
         out.extend_from_slice(&hdr);
         out.extend_from_slice(prefix);
         out.extend_from_slice(payload);
-        w.write_all(out).await
+        w.write_all(out).await?;
     } else {
         let mut b = Buf::chain(&hdr[..], prefix).chain(payload);
-        w.write_all_buf(&mut b).await
+        w.write_all_buf(&mut b).await?;
     }
+    w.flush().await
 }
 
 /// The raw client with one call in flight: write a frame, read the reply.
@@ -844,6 +848,7 @@ async fn mux_writer<W: AsyncWrite + Unpin>(
             w.write_all(&out).await?;
             out.clear();
         }
+        w.flush().await?;
     }
     Ok(())
 }
@@ -1149,6 +1154,7 @@ where
                     w.write_all(&out).await?;
                     out.clear();
                 }
+                w.flush().await?;
             }
         })
     };

@@ -232,6 +232,33 @@ impl Raw {
         }
     }
 
+    /// Why the server closed the connection (within 5 s): the code of its
+    /// GOAWAY (byte streams) or of its CONNECTION_CLOSE (QUIC).
+    async fn close_reason(&mut self) -> Option<zap::proto::Reason> {
+        match self {
+            Raw::Stream(s) => {
+                let mut got = Vec::new();
+                let read = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut got));
+                read.await.ok()?.ok()?;
+                goaway_code(&got).map(zap::proto::Reason)
+            }
+            #[cfg(feature = "quic")]
+            Raw::Quic(conn, ..) => {
+                let e = tokio::time::timeout(Duration::from_secs(5), conn.connection.closed())
+                    .await
+                    .ok()?;
+                match e {
+                    zap::transport::quic::QuicConnectionError::ApplicationClosed(c) => {
+                        u32::try_from(c.error_code.into_inner())
+                            .ok()
+                            .map(zap::proto::Reason)
+                    }
+                    _ => None,
+                }
+            }
+        }
+    }
+
     /// Whether the server closed the connection within 5 s.
     async fn closed_by_server(&mut self) -> bool {
         match self {
@@ -244,6 +271,21 @@ impl Raw {
             }
         }
     }
+}
+
+/// The code of the GOAWAY among a server's frames (u32-LE length, kind,
+/// flags, u32 stream; GOAWAY is kind 8 with last stream, code, ...).
+fn goaway_code(bytes: &[u8]) -> Option<u32> {
+    let mut rest = bytes;
+    while rest.len() >= zap::proto::FRAME_HEADER_LEN {
+        let len = u32::from_le_bytes(rest[..4].try_into().ok()?) as usize;
+        let frame = rest.get(..zap::proto::FRAME_HEADER_LEN + len)?;
+        if frame[4] == 8 && len >= 8 {
+            return Some(u32::from_le_bytes(frame[14..18].try_into().ok()?));
+        }
+        rest = &rest[frame.len()..];
+    }
+    None
 }
 
 #[cfg(feature = "quic")]
@@ -289,6 +331,7 @@ for_each_transport!(
     hostile_bytes_close_only_that_connection,
     max_concurrent_streams_refused,
     silent_client_is_closed,
+    idle_connection_is_closed,
     graceful_shutdown,
     tower_layers_on_both_sides,
 );
@@ -863,6 +906,41 @@ async fn silent_client_is_closed(t: Transport) {
     // Connects (TLS done) and says nothing: closed after the handshake timeout.
     let mut raw = env.raw(false).await;
     assert!(raw.closed_by_server().await, "silent client kept open");
+    env.stop().await;
+}
+
+async fn idle_connection_is_closed(t: Transport) {
+    let limits = Limits::default().with_idle_timeout(Duration::from_millis(300));
+    let env = start_with(
+        t,
+        echo_router(),
+        Server::builder().limits(limits.clone()),
+        limits,
+    )
+    .await;
+    // A connection past its SETTINGS that opens no call: closed as idle
+    // (the handshake timeout, 10 s, is far off).
+    let mut raw = env.raw(true).await;
+    if let Raw::Stream(s) = &mut raw {
+        let mut hello = zap::proto::PREFACE.to_vec();
+        hello.extend_from_slice(&[0; zap::proto::FRAME_HEADER_LEN]); // empty SETTINGS
+        s.write_all(&hello).await.unwrap();
+    }
+    assert_eq!(
+        raw.close_reason().await,
+        Some(zap::proto::Reason::IDLE_TIMEOUT),
+        "idle connection not closed as idle"
+    );
+    // A channel whose connection idled out calls again on a new one.
+    let ch = env.channel();
+    for round in 0..2 {
+        let r = ch
+            .unary("/test.Echo/Unary", Request::new(Bytes::from_static(b"hi")))
+            .await
+            .unwrap_or_else(|e| panic!("call {round}: {e}"));
+        assert_eq!(r.get_ref(), &Bytes::from_static(b"hi"));
+        tokio::time::sleep(Duration::from_millis(700)).await;
+    }
     env.stop().await;
 }
 

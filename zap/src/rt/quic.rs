@@ -91,6 +91,8 @@ struct QState {
     retired: bool,
     /// The connection ended (seen by the control stream's reader).
     closed: bool,
+    /// Since when no call has been open (`None` while one is).
+    idle_since: Option<Instant>,
 }
 
 impl QConn {
@@ -109,7 +111,10 @@ impl QConn {
             local,
             remote,
             open_timeout,
-            state: Mutex::new(QState::default()),
+            state: Mutex::new(QState {
+                idle_since: Some(Instant::now()),
+                ..QState::default()
+            }),
             idle: Notify::new(),
             control: tokio::sync::Mutex::new(control),
             _guard: guard,
@@ -161,6 +166,7 @@ impl QConn {
             return Err(false);
         }
         st.calls += 1;
+        st.idle_since = None;
         Ok(CallSlot(self.clone()))
     }
 
@@ -200,6 +206,7 @@ impl Drop for CallSlot {
         let mut st = lock(&self.0.state);
         st.calls -= 1;
         if st.calls == 0 {
+            st.idle_since = Some(Instant::now());
             if st.retired {
                 self.0.connection.close(VarInt::from_u32(0), b"client done");
             }
@@ -889,13 +896,42 @@ async fn start_connection(
     }
 }
 
-/// Reads the peer's control stream after its SETTINGS: only GOAWAY may
-/// follow (a client learns it may start no more calls).
-async fn watch_control(q: Arc<QConn>, reader: FrameReader) {
-    read_control(&q, reader).await;
+/// Watches a connection for its life: reads the peer's control stream
+/// after its SETTINGS and closes the connection when it idles too long.
+async fn watch_control(q: Arc<QConn>, reader: FrameReader, idle_timeout: Option<Duration>) {
+    tokio::select! {
+        _ = read_control(&q, reader) => {}
+        _ = watch_idle(&q, idle_timeout) => {}
+    }
     lock(&q.state).closed = true;
 }
 
+/// Closes the connection (§9 `IDLE_TIMEOUT`) once no call has been open
+/// on it for `timeout`, as the byte-stream connections do.
+async fn watch_idle(q: &QConn, timeout: Option<Duration>) {
+    let Some(timeout) = timeout else {
+        return std::future::pending().await;
+    };
+    loop {
+        // Armed before the look: a call ending after it wakes it.
+        let ended = q.idle.notified();
+        let since = lock(&q.state).idle_since;
+        let Some(since) = since else {
+            ended.await;
+            continue;
+        };
+        let Some(at) = since.checked_add(timeout) else {
+            return std::future::pending().await;
+        };
+        tokio::time::sleep_until(at.into()).await;
+        if lock(&q.state).idle_since == Some(since) {
+            return q.fail(Reason::IDLE_TIMEOUT, "idle");
+        }
+    }
+}
+
+/// Reads the peer's control stream after its SETTINGS: only GOAWAY may
+/// follow (a client learns it may start no more calls).
 async fn read_control(q: &QConn, mut reader: FrameReader) {
     loop {
         let frame = poll_fn(|cx| reader.poll_frame(cx, Framing::QuicControl, &q.local)).await;
@@ -938,7 +974,7 @@ async fn establish(
         control,
         limits.handshake_timeout,
     );
-    tokio::spawn(watch_control(q.clone(), reader));
+    tokio::spawn(watch_control(q.clone(), reader, limits.idle_timeout));
     Ok(q)
 }
 
@@ -1256,17 +1292,5 @@ impl QCall {
             _slot: slot,
         };
         Some((Arc::new(call), head, deadline))
-    }
-}
-
-impl Drop for QConn {
-    fn drop(&mut self) {
-        if std::env::var_os("ZAP_QUIC_STATS").is_some() {
-            let s = self.connection.stats();
-            eprintln!(
-                "zap conn: udp_tx {:?} udp_rx {:?}\n  frame_tx {:?}\n  frame_rx {:?}",
-                s.udp_tx, s.udp_rx, s.frame_tx, s.frame_rx
-            );
-        }
     }
 }
