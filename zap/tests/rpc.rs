@@ -1191,6 +1191,41 @@ fn pem_to_der(pem: &str) -> Vec<u8> {
         .to_vec()
 }
 
+/// Rapid reset over QUIC: a client that opens call streams and resets
+/// them in a loop is closed with `ENHANCE_YOUR_CALM` once past §9's rate
+/// (2048 a second); other clients are still served.
+#[cfg(feature = "quic")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quic_rapid_reset_closes_the_connection() {
+    use zap::transport::quic::VarInt;
+    let env = start(Transport::Quic, echo_router()).await;
+    let ch = env.channel();
+    let mut raw = env.raw(true).await;
+    let Raw::Quic(conn, ..) = &raw else {
+        unreachable!("a QUIC raw connection")
+    };
+    let connection = conn.connection.clone();
+    let mut opened = 0u32;
+    while opened < 100_000 {
+        let Ok((mut send, _recv)) = connection.open_bi().await else {
+            break; // closed by the server
+        };
+        let _ = send.reset(VarInt::from_u32(Code::CANCELLED.0));
+        opened += 1;
+    }
+    assert_eq!(
+        raw.close_reason().await,
+        Some(zap::proto::Reason::ENHANCE_YOUR_CALM),
+        "not closed after {opened} reset streams"
+    );
+    let r = ch
+        .unary("/test.Echo/Unary", Request::new(Bytes::from_static(b"ok")))
+        .await
+        .expect("another client is still served");
+    assert_eq!(r.get_ref(), &Bytes::from_static(b"ok"));
+    env.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dropping_the_last_channel_closes_its_connection() {
     // With room for one connection, a second channel can only connect once

@@ -72,6 +72,8 @@ pub(crate) struct QConn {
     remote: Settings,
     /// How long a call stream may take to deliver its OPEN (server).
     open_timeout: Duration,
+    /// Server: call streams the client may cut short per second (§9).
+    max_resets_per_sec: u32,
     state: Mutex<QState>,
     /// Rung when the last open call ends.
     idle: Notify,
@@ -93,6 +95,11 @@ struct QState {
     closed: bool,
     /// Since when no call has been open (`None` while one is).
     idle_since: Option<Instant>,
+    /// Server: call streams the client cut short (reset or ended before
+    /// their OPEN, or cancelled while their handler ran) since
+    /// `rate_window` (§9's reset rate).
+    resets: u32,
+    rate_window: Option<Instant>,
 }
 
 impl QConn {
@@ -103,14 +110,15 @@ impl QConn {
         local: Settings,
         remote: Settings,
         control: SendStream,
-        open_timeout: Duration,
+        limits: &Limits,
     ) -> Arc<QConn> {
         Arc::new(QConn {
             connection,
             peer: Arc::new(peer),
             local,
             remote,
-            open_timeout,
+            open_timeout: limits.handshake_timeout,
+            max_resets_per_sec: proto_config(limits).max_resets_per_sec,
             state: Mutex::new(QState {
                 idle_since: Some(Instant::now()),
                 ..QState::default()
@@ -181,6 +189,30 @@ impl QConn {
             if control.write_chunk(c).await.is_err() {
                 return;
             }
+        }
+    }
+
+    /// Server: counts a call stream the client cut short; past §9's rate
+    /// the connection closes with `ENHANCE_YOUR_CALM` (the QUIC form of
+    /// h2's Rapid Reset guard: opening and resetting streams in a loop
+    /// costs the client little and the server a task each).
+    fn count_reset(&self) {
+        let now = Instant::now();
+        let mut st = lock(&self.state);
+        match st.rate_window {
+            Some(start) if now.duration_since(start) < Duration::from_secs(1) => {}
+            _ => {
+                st.rate_window = Some(now);
+                st.resets = 0;
+            }
+        }
+        st.resets += 1;
+        if st.resets > self.max_resets_per_sec {
+            drop(st);
+            self.fail(
+                Reason::ENHANCE_YOUR_CALM,
+                "too many call streams reset or cancelled per second",
+            );
         }
     }
 
@@ -796,6 +828,9 @@ impl QCall {
                     _ => Code::CANCELLED,
                 };
                 w.cancelled = Some(c);
+                // A cancellation that stops work counts toward the reset
+                // rate, as a CANCEL does on a byte stream.
+                self.conn.count_reset();
                 Poll::Ready(c)
             }
             // Finished and acknowledged: the response is out, nothing can
@@ -965,15 +1000,7 @@ async fn establish(
 ) -> Result<Arc<QConn>, String> {
     let (connection, peer, guard) = conn.into_parts();
     let (control, reader, local, remote) = start_connection(&connection, limits).await?;
-    let q = QConn::new(
-        connection,
-        peer,
-        guard,
-        local,
-        remote,
-        control,
-        limits.handshake_timeout,
-    );
+    let q = QConn::new(connection, peer, guard, local, remote, control, limits);
     tokio::spawn(watch_control(q.clone(), reader, limits.idle_timeout));
     Ok(q)
 }
@@ -1256,8 +1283,14 @@ impl QCall {
                 q.fail(reason, &why);
                 return None;
             }
-            // Ended, reset or lost before its OPEN: nothing to answer.
-            Ok(None) | Err(_) => return None,
+            // Lost with the connection: nothing to answer.
+            Err(Fail::Lost(_)) => return None,
+            // Ended or reset before its OPEN: nothing to answer, but it
+            // counts toward the reset rate.
+            Ok(None) | Err(Fail::Reset(_)) => {
+                q.count_reset();
+                return None;
+            }
         };
         if end {
             // The request is all there; take its FIN too if it came along.
