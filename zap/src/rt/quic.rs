@@ -9,8 +9,14 @@
 //!   unidirectional control stream per side; the server later sends
 //!   `GOAWAY` there.
 //! - A call ([`QCall`]) reads its stream only as fast as its consumer takes
-//!   messages (one frame buffered at most), so a slow reader holds its
-//!   sender back through QUIC stream credit.
+//!   messages (one read of quinn's chunks, at most four, beyond what it
+//!   parsed), so a slow reader holds its sender back through QUIC stream
+//!   credit. Received chunks are parsed in place and encoded frames are
+//!   handed to quinn as they are: no copy either way for a frame that
+//!   fits one chunk.
+//! - Each side closes a connection idle (no open call) for `idle_timeout`,
+//!   and the server closes one whose client cuts short more than §9's
+//!   reset rate of call streams.
 //! - Cancellation is `RESET_STREAM` + `STOP_SENDING` carrying the status
 //!   code; the server notices it through `STOP_SENDING` even while its
 //!   handler is not reading.
