@@ -466,13 +466,29 @@ pub(crate) type Spawner = Arc<dyn Fn(Arc<Shared>, NewCall, &mut Context<'_>) + S
 /// when the connection is closed and its last bytes are written.
 pub(crate) struct Driver {
     shared: Arc<Shared>,
-    io: Stream,
+    io: Io,
+}
+
+/// What one read gave.
+enum Input {
+    Nothing,
+    Bytes,
+    Eof(String),
+}
+
+/// The driver's own state (apart from `shared`, so both can be borrowed at
+/// once).
+struct Io {
+    stream: Stream,
     rbuf: BytesMut,
     wqueue: VecDeque<Bytes>,
     wbytes: usize,
     chunks: Vec<Bytes>,
     timer: Pin<Box<tokio::time::Sleep>>,
     timer_at: Option<Instant>,
+    /// The timer was polled since it was last reset: it holds our waker
+    /// and needs no poll until it has elapsed.
+    timer_polled: bool,
     read_done: bool,
     needs_flush: bool,
     spawner: Option<Spawner>,
@@ -500,30 +516,33 @@ pub(crate) struct Driver {
 impl Driver {
     pub(crate) fn new(
         shared: Arc<Shared>,
-        io: Stream,
+        stream: Stream,
         spawner: Option<Spawner>,
         guard: Option<ConnGuard>,
     ) -> Driver {
         Driver {
             shared,
-            io,
-            rbuf: BytesMut::with_capacity(READ_CHUNK),
-            wqueue: VecDeque::new(),
-            wbytes: 0,
-            chunks: Vec::new(),
-            timer: Box::pin(tokio::time::sleep(std::time::Duration::from_secs(3600))),
-            timer_at: None,
-            read_done: false,
-            needs_flush: false,
-            spawner,
-            spawn: Vec::new(),
-            read_pause: usize::MAX,
-            close_timer: None,
-            deferred: None,
-            defer_skip: 0,
-            batch: tokio::runtime::Handle::try_current()
-                .is_ok_and(|h| h.metrics().num_workers() == 1),
-            _guard: guard,
+            io: Io {
+                stream,
+                rbuf: BytesMut::with_capacity(READ_CHUNK),
+                wqueue: VecDeque::new(),
+                wbytes: 0,
+                chunks: Vec::new(),
+                timer: Box::pin(tokio::time::sleep(std::time::Duration::from_secs(3600))),
+                timer_at: None,
+                timer_polled: false,
+                read_done: false,
+                needs_flush: false,
+                spawner,
+                spawn: Vec::new(),
+                read_pause: usize::MAX,
+                close_timer: None,
+                deferred: None,
+                defer_skip: 0,
+                batch: tokio::runtime::Handle::try_current()
+                    .is_ok_and(|h| h.metrics().num_workers() == 1),
+                _guard: guard,
+            },
         }
     }
 
@@ -531,42 +550,46 @@ impl Driver {
     /// sniffed to tell ZAP from HTTP/2).
     #[cfg(feature = "grpc")]
     pub(crate) fn read_ahead(mut self, bytes: &[u8]) -> Self {
-        self.rbuf.extend_from_slice(bytes);
+        self.io.rbuf.extend_from_slice(bytes);
         self
     }
+}
 
-    /// Reads what is available; `true` if anything happened.
-    fn poll_read(&mut self, cx: &mut Context<'_>, spawn: &mut Vec<NewCall>) -> bool {
+impl Io {
+    /// Reads what is available, outside the lock.
+    fn read(&mut self, cx: &mut Context<'_>) -> Input {
         if self.read_done || self.wbytes >= self.read_pause {
-            return false;
+            return Input::Nothing;
         }
         if self.rbuf.capacity() - self.rbuf.len() < 4096 {
             self.rbuf.reserve(READ_CHUNK);
         }
-        match tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.rbuf) {
-            Poll::Pending => false,
-            Poll::Ready(Ok(n)) if n > 0 => {
-                let mut inner = self.shared.lock();
-                inner.conn.handle_input(&mut self.rbuf, Instant::now());
-                inner.dispatch();
-                spawn.append(&mut inner.new_calls);
-                true
-            }
+        match tokio_util::io::poll_read_buf(Pin::new(&mut self.stream), cx, &mut self.rbuf) {
+            Poll::Pending => Input::Nothing,
+            Poll::Ready(Ok(n)) if n > 0 => Input::Bytes,
             Poll::Ready(res) => {
                 self.read_done = true;
-                let why = match res {
+                Input::Eof(match res {
                     Ok(_) => "connection closed by the peer".to_owned(),
                     Err(e) => format!("read failed: {e}"),
-                };
-                let mut inner = self.shared.lock();
-                inner.conn.handle_eof(&why);
-                inner.dispatch();
-                true
+                })
             }
         }
     }
 
-    /// Runs due timers (under the caller's lock); `true` if one fired.
+    /// Hands what was read to the state machine (under the lock).
+    fn process(&mut self, inner: &mut Inner, input: Input, spawn: &mut Vec<NewCall>) -> bool {
+        match input {
+            Input::Nothing => return false,
+            Input::Bytes => inner.conn.handle_input(&mut self.rbuf, Instant::now()),
+            Input::Eof(why) => inner.conn.handle_eof(&why),
+        }
+        inner.dispatch();
+        spawn.append(&mut inner.new_calls);
+        true
+    }
+
+    /// Runs due timers (under the lock); `true` if one fired.
     fn poll_timer(
         &mut self,
         inner: &mut Inner,
@@ -581,8 +604,11 @@ impl Driver {
         {
             self.timer_at = Some(t);
             self.timer.as_mut().reset(tokio::time::Instant::from_std(t));
+            self.timer_polled = false;
         }
-        if self.timer_at.is_none() {
+        // A timer that holds our waker is polled only once it has elapsed
+        // (the driver's waker does not change: it is the task's).
+        if self.timer_at.is_none() || (self.timer_polled && !self.timer.is_elapsed()) {
             return false;
         }
         if self.timer.as_mut().poll(cx).is_ready() {
@@ -590,18 +616,20 @@ impl Driver {
             inner.dispatch();
             spawn.append(&mut inner.new_calls);
             self.timer_at = None;
+            self.timer_polled = false;
             return true;
         }
+        self.timer_polled = true;
         false
     }
 
-    /// Writes what is queued; `Err` if the transport failed.
-    fn poll_write(&mut self, cx: &mut Context<'_>) -> Result<bool, std::io::Error> {
+    /// Writes what is queued: `Ok(false)` if the socket is full (and has
+    /// our waker), `Err` if the transport failed.
+    fn write(&mut self, cx: &mut Context<'_>) -> Result<bool, std::io::Error> {
         for c in self.chunks.drain(..) {
             self.wbytes += c.len();
             self.wqueue.push_back(c);
         }
-        let mut wrote = false;
         while !self.wqueue.is_empty() {
             let mut iov = [IoSlice::new(&[]); MAX_IOVECS];
             let mut n_iov = 0;
@@ -609,12 +637,18 @@ impl Driver {
                 *slot = IoSlice::new(chunk);
                 n_iov += 1;
             }
-            match Pin::new(&mut self.io).poll_write_vectored(cx, &iov[..n_iov]) {
+            // One chunk (a small call's frames): `send`, not `writev`,
+            // whose path through the VFS costs more per call.
+            let res = if n_iov == 1 {
+                Pin::new(&mut self.stream).poll_write(cx, &iov[0])
+            } else {
+                Pin::new(&mut self.stream).poll_write_vectored(cx, &iov[..n_iov])
+            };
+            match res {
                 Poll::Ready(Ok(0)) => {
                     return Err(std::io::ErrorKind::WriteZero.into());
                 }
                 Poll::Ready(Ok(mut n)) => {
-                    wrote = true;
                     self.needs_flush = true;
                     self.wbytes -= n;
                     while n > 0 {
@@ -631,137 +665,156 @@ impl Driver {
                     }
                 }
                 Poll::Ready(Err(e)) => return Err(e),
-                Poll::Pending => break,
+                Poll::Pending => return Ok(false),
             }
         }
-        if self.wqueue.is_empty() && self.needs_flush {
-            match Pin::new(&mut self.io).poll_flush(cx) {
+        if self.needs_flush {
+            match Pin::new(&mut self.stream).poll_flush(cx) {
                 Poll::Ready(Ok(())) => self.needs_flush = false,
                 Poll::Ready(Err(e)) => return Err(e),
-                Poll::Pending => {}
+                Poll::Pending => return Ok(false),
             }
         }
-        Ok(wrote)
+        Ok(true)
+    }
+
+    /// Starts the server calls in `spawn` (their first step runs now,
+    /// outside the lock: handlers take it themselves).
+    fn start_calls(
+        &mut self,
+        shared: &Arc<Shared>,
+        spawn: &mut Vec<NewCall>,
+        cx: &mut Context<'_>,
+    ) {
+        match &self.spawner {
+            Some(sp) => {
+                for call in spawn.drain(..) {
+                    sp(shared.clone(), call, cx);
+                }
+            }
+            None => spawn.clear(),
+        }
+    }
+
+    /// Batching on a single-worker runtime: with several calls in flight,
+    /// output produced by callers this driver just woke is followed by
+    /// more from the others, which run on this thread before a yielded
+    /// driver does. `true`: yield once so one write carries all of it (64
+    /// B echo, 64 in flight: 2.4x the calls/s). With more workers the
+    /// callers are stolen by other threads and the yield only delays
+    /// (measured 8% fewer calls/s), so it is off. A yield that gained
+    /// nothing turns yielding off for a while.
+    fn defer(&mut self, inner: &Inner) -> bool {
+        let pending = inner.conn.pending_output();
+        if let Some(before) = self.deferred.take() {
+            if pending <= before {
+                self.defer_skip = DEFER_BACKOFF;
+            }
+        } else if self.batch && pending > 0 && inner.calls.len() > 1 {
+            if self.defer_skip == 0 {
+                self.deferred = Some(pending);
+                return true;
+            }
+            self.defer_skip -= 1;
+        }
+        false
     }
 }
 
 impl Future for Driver {
     type Output = ();
 
+    /// Each round: read (no lock), then under one lock hand the input to
+    /// the state machine, run timers and take its output; then write (no
+    /// lock). New server calls start between two locks, so what they
+    /// answer at once goes out in the same write. The driver goes idle
+    /// only from under the lock, after a round that found nothing to do,
+    /// because producers skip the wake while it is active.
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let this = &mut *self;
-        {
-            let mut inner = this.shared.lock();
-            if !inner
-                .driver
-                .as_ref()
-                .is_some_and(|w| w.will_wake(cx.waker()))
-            {
-                inner.driver = Some(cx.waker().clone());
-            }
-            inner.driver_active = true;
-            // Batching on a single-worker runtime: with several calls in
-            // flight, output produced by callers this driver just woke is
-            // followed by more from the others, which run on this thread
-            // before a yielded driver does. Yield once so one write carries
-            // all of it (64 B echo, 64 in flight: 2.4x the calls/s). With
-            // more workers the callers are stolen by other threads and the
-            // yield only delays (measured 8% fewer calls/s), so it is off.
-            // A yield that gained nothing turns yielding off for a while.
-            let pending = inner.conn.pending_output();
-            if let Some(before) = this.deferred.take() {
-                if pending <= before {
-                    this.defer_skip = DEFER_BACKOFF;
+        let Driver { shared, io } = &mut *self;
+        let mut spawn = std::mem::take(&mut io.spawn);
+        let mut first = true;
+        // The last write this poll stopped at a full socket (which then
+        // holds our waker).
+        let mut blocked = false;
+        loop {
+            let input = io.read(cx);
+            let mut inner = shared.lock();
+            let mut progress = io.process(&mut inner, input, &mut spawn);
+            if first {
+                first = false;
+                if !inner
+                    .driver
+                    .as_ref()
+                    .is_some_and(|w| w.will_wake(cx.waker()))
+                {
+                    inner.driver = Some(cx.waker().clone());
                 }
-            } else if this.batch && pending > 0 && inner.calls.len() > 1 {
-                if this.defer_skip == 0 {
-                    this.deferred = Some(pending);
+                inner.driver_active = true;
+                if io.defer(&inner) {
+                    drop(inner);
+                    io.spawn = spawn;
                     cx.waker().wake_by_ref();
                     return Poll::Pending;
                 }
-                this.defer_skip -= 1;
             }
-        }
-        let mut spawn = std::mem::take(&mut this.spawn);
-        loop {
-            let mut progress = this.poll_read(cx, &mut spawn);
-            this.start_calls(&mut spawn, cx);
-            // One lock for timers and output (calls started above may have
-            // answered already).
-            {
-                let shared = this.shared.clone();
-                let mut inner = shared.lock();
-                progress |= this.poll_timer(&mut inner, cx, &mut spawn);
-                inner.conn.poll_transmit(&mut this.chunks);
-                // Local caps: the peer's announcement sets the bound, but
-                // not beyond what this side is willing to buffer.
-                let peer = inner.conn.peer_settings();
-                this.read_pause = (peer.connection_window as usize).min(MAX_WINDOW_OUT)
-                    + (peer.max_message as usize).min(MAX_MESSAGE_OUT)
-                    + PAUSE_MARGIN;
+            progress |= io.poll_timer(&mut inner, cx, &mut spawn);
+            if !spawn.is_empty() {
+                drop(inner);
+                io.start_calls(shared, &mut spawn, cx);
+                inner = shared.lock();
             }
-            this.start_calls(&mut spawn, cx);
-            match this.poll_write(cx) {
-                Ok(w) => progress |= w,
-                Err(e) => {
-                    let mut inner = this.shared.lock();
-                    inner.conn.handle_eof(&format!("write failed: {e}"));
-                    inner.dispatch();
-                    this.wqueue.clear();
-                    this.wbytes = 0;
-                    this.read_done = true;
-                }
-            }
-            let mut inner = this.shared.lock();
             if inner.close_when_idle && inner.calls.is_empty() && !inner.conn.is_closed() {
                 inner.conn.close_connection(Reason::NO_ERROR, "client done");
                 inner.dispatch();
-                progress = true;
             }
+            inner.conn.poll_transmit(&mut io.chunks);
+            // Local caps: the peer's announcement sets the bound, but not
+            // beyond what this side is willing to buffer.
+            let peer = inner.conn.peer_settings();
+            io.read_pause = (peer.connection_window as usize).min(MAX_WINDOW_OUT)
+                + (peer.max_message as usize).min(MAX_MESSAGE_OUT)
+                + PAUSE_MARGIN;
             if inner.conn.is_closed() {
                 // Nothing read from now on matters: stop reading, so a peer
                 // that keeps sending cannot grow the buffer.
-                this.read_done = true;
-                this.rbuf = BytesMut::new();
-                if this.wqueue.is_empty() && inner.conn.pending_output() == 0 {
+                io.read_done = true;
+                io.rbuf = BytesMut::new();
+                if io.wqueue.is_empty() && io.chunks.is_empty() {
                     drop(inner);
-                    let _ = Pin::new(&mut this.io).poll_shutdown(cx);
+                    let _ = Pin::new(&mut io.stream).poll_shutdown(cx);
                     return Poll::Ready(());
                 }
                 // A peer that does not read our last bytes (GOAWAY) gets
                 // its socket dropped after CLOSE_FLUSH.
-                let timer = this
+                let timer = io
                     .close_timer
                     .get_or_insert_with(|| Box::pin(tokio::time::sleep(CLOSE_FLUSH)));
                 if timer.as_mut().poll(cx).is_ready() {
                     return Poll::Ready(());
                 }
             }
-            // Go idle only if nothing was produced since the last write:
-            // producers skip the wake while we are active.
-            if !progress && inner.conn.pending_output() == 0 {
+            // Nothing read or fired, no new output and nothing left to
+            // write but what waits for the socket: every source has our
+            // waker.
+            let unwritten = !io.wqueue.is_empty() || io.needs_flush;
+            if !progress && io.chunks.is_empty() && (!unwritten || blocked) {
                 inner.driver_active = false;
                 drop(inner);
-                this.spawn = spawn;
+                io.spawn = spawn;
                 return Poll::Pending;
             }
-        }
-    }
-}
-
-impl Driver {
-    /// Starts the server calls in `spawn` (their first step runs now).
-    fn start_calls(&mut self, spawn: &mut Vec<NewCall>, cx: &mut Context<'_>) {
-        if spawn.is_empty() {
-            return;
-        }
-        match &self.spawner {
-            Some(sp) => {
-                for call in spawn.drain(..) {
-                    sp(self.shared.clone(), call, cx);
-                }
+            drop(inner);
+            let wrote = io.write(cx);
+            blocked = matches!(wrote, Ok(false));
+            if let Err(e) = wrote {
+                let mut inner = shared.lock();
+                inner.conn.handle_eof(&format!("write failed: {e}"));
+                inner.dispatch();
+                io.wqueue.clear();
+                io.wbytes = 0;
+                io.read_done = true;
             }
-            None => spawn.clear(),
         }
     }
 }
