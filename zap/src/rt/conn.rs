@@ -15,7 +15,10 @@ use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
 use bytes::{Buf, Bytes, BytesMut};
-use tokio::io::AsyncWrite;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::tcp;
+#[cfg(unix)]
+use tokio::net::unix;
 use zap_transport::{ConnGuard, PeerInfo, Stream};
 
 use crate::ids::IdMap;
@@ -161,6 +164,15 @@ pub(crate) struct Inner {
     /// so producers need not wake it (a self-wake would reschedule it
     /// through the run queue and rouse an idle worker).
     driver_active: bool,
+    /// The socket's writing half when callers may write themselves (plain
+    /// TCP and Unix sockets; see `flush`).
+    direct: Option<Arc<WriterCell>>,
+    /// The driver has nothing queued or unflushed, so a caller's write
+    /// would not overtake it.
+    out_idle: bool,
+    /// What a caller's write left unwritten (a full socket): the driver
+    /// writes it before anything else.
+    spill: Vec<Bytes>,
     pub(crate) error: Option<ConnError>,
     /// Close the connection once no call is left (its client went away).
     close_when_idle: bool,
@@ -182,6 +194,9 @@ impl Shared {
                 calls: IdMap::default(),
                 driver: None,
                 driver_active: false,
+                direct: None,
+                out_idle: true,
+                spill: Vec::new(),
                 error: None,
                 close_when_idle: false,
                 open_waiters: Vec::new(),
@@ -198,15 +213,130 @@ impl Shared {
     }
 }
 
+/// The reading side of a connection's socket. Plain sockets are split so
+/// that the writing half can be shared with callers (`Inner::flush`); TLS
+/// streams stay whole, with the driver.
+enum Reader {
+    Whole(Stream),
+    Tcp(tcp::OwnedReadHalf),
+    #[cfg(unix)]
+    Unix(unix::OwnedReadHalf),
+}
+
+/// The writing half of a plain socket.
+pub(crate) enum Writer {
+    Tcp(tcp::OwnedWriteHalf),
+    #[cfg(unix)]
+    Unix(unix::OwnedWriteHalf),
+}
+
+/// A plain socket's writing half, shared by the driver and (under the
+/// connection lock) callers. `None` once the driver is gone, which closes
+/// the socket.
+pub(crate) struct WriterCell(Mutex<Option<Writer>>);
+
+impl WriterCell {
+    fn lock(&self) -> MutexGuard<'_, Option<Writer>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Writer {
+    fn try_write(&self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Writer::Tcp(w) => w.try_write(buf),
+            #[cfg(unix)]
+            Writer::Unix(w) => w.try_write(buf),
+        }
+    }
+
+    fn io(&mut self) -> Pin<&mut (dyn AsyncWrite + Send + Unpin)> {
+        match self {
+            Writer::Tcp(w) => Pin::new(w),
+            #[cfg(unix)]
+            Writer::Unix(w) => Pin::new(w),
+        }
+    }
+}
+
+/// Splits a plain socket.
+fn split(stream: Stream) -> (Reader, Option<Writer>) {
+    match stream {
+        Stream::Tcp(s) => {
+            let (r, w) = s.into_split();
+            (Reader::Tcp(r), Some(Writer::Tcp(w)))
+        }
+        #[cfg(unix)]
+        Stream::Unix(s) => {
+            let (r, w) = s.into_split();
+            (Reader::Unix(r), Some(Writer::Unix(w)))
+        }
+        other => (Reader::Whole(other), None),
+    }
+}
+
+impl Reader {
+    fn io(&mut self) -> Pin<&mut (dyn AsyncRead + Send + Unpin)> {
+        match self {
+            Reader::Whole(s) => Pin::new(s),
+            Reader::Tcp(r) => Pin::new(r),
+            #[cfg(unix)]
+            Reader::Unix(r) => Pin::new(r),
+        }
+    }
+}
+
 impl Inner {
-    /// Wakes the driver if there is output to write and it is not running.
+    /// Gets pending output written if the driver is not running (a
+    /// running driver looks for output before it sleeps). With no other
+    /// call in flight and nothing queued in the driver, the caller writes
+    /// it on plain sockets (`write_direct`); otherwise the driver is woken.
     pub(crate) fn flush(&mut self) {
-        if self.conn.pending_output() > 0
-            && !self.driver_active
-            && let Some(w) = &self.driver
-        {
+        if self.conn.pending_output() == 0 || self.driver_active {
+            return;
+        }
+        if self.out_idle && self.calls.len() <= 1 && self.write_direct() {
+            return;
+        }
+        if let Some(w) = &self.driver {
             w.wake_by_ref();
         }
+    }
+
+    /// Writes the pending output from the caller's thread, under the lock
+    /// (which keeps it in order with the driver's writes): the usual lone
+    /// call then costs no task switch to the driver and back. `false` if
+    /// the driver has to write it (no plain socket, or it is full).
+    fn write_direct(&mut self) -> bool {
+        let Some(cell) = &self.direct else {
+            return false;
+        };
+        let mut chunks = std::mem::take(&mut self.spill);
+        self.conn.poll_transmit(&mut chunks);
+        let mut guard = cell.lock();
+        let mut i = 0;
+        if let Some(w) = guard.as_mut() {
+            while i < chunks.len() {
+                match w.try_write(&chunks[i]) {
+                    Ok(n) if n == chunks[i].len() => i += 1,
+                    Ok(n) => {
+                        chunks[i].advance(n);
+                        break;
+                    }
+                    Err(_) => break,
+                }
+            }
+        }
+        drop(guard);
+        // A full socket (or an error, which the driver then meets): the
+        // rest goes first in the driver's next write.
+        chunks.drain(..i);
+        self.spill = chunks;
+        if self.spill.is_empty() {
+            return true;
+        }
+        self.out_idle = false;
+        false
     }
 
     /// No new calls will be made on this connection: announce it to the
@@ -459,8 +589,9 @@ impl Inner {
     }
 }
 
-/// Starts the handlers of new server calls (given by the server).
-pub(crate) type Spawner = Arc<dyn Fn(Arc<Shared>, NewCall, &mut Context<'_>) + Send + Sync>;
+/// Starts the handlers of new server calls: one per connection, given by
+/// the server.
+pub(crate) type Spawner = Box<dyn FnMut(&Arc<Shared>, NewCall, &mut Context<'_>) + Send>;
 
 /// Drives one connection: reads, dispatches, writes, runs timers. Ends
 /// when the connection is closed and its last bytes are written.
@@ -476,10 +607,24 @@ enum Input {
     Eof(String),
 }
 
+/// What a round's reads gave.
+#[derive(Default)]
+struct Read {
+    /// New bytes in the buffer.
+    bytes: bool,
+    /// The socket may hold more (so another round must read it).
+    more: bool,
+    /// The stream ended, after `bytes`.
+    eof: Option<String>,
+}
+
 /// The driver's own state (apart from `shared`, so both can be borrowed at
 /// once).
 struct Io {
-    stream: Stream,
+    reader: Reader,
+    /// The writing half of a split socket (else `reader` is the whole
+    /// stream and writes go there).
+    writer: Option<Arc<WriterCell>>,
     rbuf: BytesMut,
     wqueue: VecDeque<Bytes>,
     wbytes: usize,
@@ -520,10 +665,14 @@ impl Driver {
         spawner: Option<Spawner>,
         guard: Option<ConnGuard>,
     ) -> Driver {
+        let (reader, writer) = split(stream);
+        let writer = writer.map(|w| Arc::new(WriterCell(Mutex::new(Some(w)))));
+        shared.lock().direct = writer.clone();
         Driver {
             shared,
             io: Io {
-                stream,
+                reader,
+                writer,
                 rbuf: BytesMut::with_capacity(READ_CHUNK),
                 wqueue: VecDeque::new(),
                 wbytes: 0,
@@ -556,15 +705,35 @@ impl Driver {
 }
 
 impl Io {
-    /// Reads what is available, outside the lock.
-    fn read(&mut self, cx: &mut Context<'_>) -> Input {
+    /// Reads what is available, outside the lock. A read that got bytes
+    /// is followed by one more, which usually finds the socket drained
+    /// (without a system call: tokio knows a short read drained it) and
+    /// leaves our waker with it, so the round needs no second pass.
+    fn read(&mut self, cx: &mut Context<'_>) -> Read {
+        let mut read = Read::default();
+        match self.read_once(cx) {
+            Input::Nothing => {}
+            Input::Eof(why) => read.eof = Some(why),
+            Input::Bytes => {
+                read.bytes = true;
+                match self.read_once(cx) {
+                    Input::Nothing => {}
+                    Input::Eof(why) => read.eof = Some(why),
+                    Input::Bytes => read.more = true,
+                }
+            }
+        }
+        read
+    }
+
+    fn read_once(&mut self, cx: &mut Context<'_>) -> Input {
         if self.read_done || self.wbytes >= self.read_pause {
             return Input::Nothing;
         }
         if self.rbuf.capacity() - self.rbuf.len() < 4096 {
             self.rbuf.reserve(READ_CHUNK);
         }
-        match tokio_util::io::poll_read_buf(Pin::new(&mut self.stream), cx, &mut self.rbuf) {
+        match tokio_util::io::poll_read_buf(self.reader.io(), cx, &mut self.rbuf) {
             Poll::Pending => Input::Nothing,
             Poll::Ready(Ok(n)) if n > 0 => Input::Bytes,
             Poll::Ready(res) => {
@@ -578,15 +747,17 @@ impl Io {
     }
 
     /// Hands what was read to the state machine (under the lock).
-    fn process(&mut self, inner: &mut Inner, input: Input, spawn: &mut Vec<NewCall>) -> bool {
-        match input {
-            Input::Nothing => return false,
-            Input::Bytes => inner.conn.handle_input(&mut self.rbuf, Instant::now()),
-            Input::Eof(why) => inner.conn.handle_eof(&why),
+    fn process(&mut self, inner: &mut Inner, read: Read, spawn: &mut Vec<NewCall>) {
+        if read.bytes {
+            inner.conn.handle_input(&mut self.rbuf, Instant::now());
         }
-        inner.dispatch();
-        spawn.append(&mut inner.new_calls);
-        true
+        if let Some(why) = read.eof {
+            inner.conn.handle_eof(&why);
+        }
+        if read.bytes || inner.conn.is_closed() {
+            inner.dispatch();
+            spawn.append(&mut inner.new_calls);
+        }
     }
 
     /// Runs due timers (under the lock); `true` if one fired.
@@ -630,6 +801,17 @@ impl Io {
             self.wbytes += c.len();
             self.wqueue.push_back(c);
         }
+        let mut split = self.writer.as_ref().map(|w| w.lock());
+        let mut sink = match split.as_mut() {
+            None => match &mut self.reader {
+                Reader::Whole(s) => Pin::new(s as &mut (dyn AsyncWrite + Send + Unpin)),
+                _ => return Err(std::io::ErrorKind::BrokenPipe.into()),
+            },
+            Some(w) => match w.as_mut() {
+                Some(w) => w.io(),
+                None => return Err(std::io::ErrorKind::BrokenPipe.into()),
+            },
+        };
         while !self.wqueue.is_empty() {
             let mut iov = [IoSlice::new(&[]); MAX_IOVECS];
             let mut n_iov = 0;
@@ -640,9 +822,9 @@ impl Io {
             // One chunk (a small call's frames): `send`, not `writev`,
             // whose path through the VFS costs more per call.
             let res = if n_iov == 1 {
-                Pin::new(&mut self.stream).poll_write(cx, &iov[0])
+                sink.as_mut().poll_write(cx, &iov[0])
             } else {
-                Pin::new(&mut self.stream).poll_write_vectored(cx, &iov[..n_iov])
+                sink.as_mut().poll_write_vectored(cx, &iov[..n_iov])
             };
             match res {
                 Poll::Ready(Ok(0)) => {
@@ -669,13 +851,25 @@ impl Io {
             }
         }
         if self.needs_flush {
-            match Pin::new(&mut self.stream).poll_flush(cx) {
+            match sink.as_mut().poll_flush(cx) {
                 Poll::Ready(Ok(())) => self.needs_flush = false,
                 Poll::Ready(Err(e)) => return Err(e),
                 Poll::Pending => return Ok(false),
             }
         }
         Ok(true)
+    }
+
+    /// Ends the stream: TLS `close_notify` or a FIN.
+    fn shutdown(&mut self, cx: &mut Context<'_>) {
+        let _ = match (&mut self.reader, &self.writer) {
+            (Reader::Whole(s), _) => Pin::new(s).poll_shutdown(cx),
+            (_, Some(w)) => match w.lock().as_mut() {
+                Some(w) => w.io().poll_shutdown(cx),
+                None => Poll::Ready(Ok(())),
+            },
+            (_, None) => Poll::Ready(Ok(())),
+        };
     }
 
     /// Starts the server calls in `spawn` (their first step runs now,
@@ -686,10 +880,10 @@ impl Io {
         spawn: &mut Vec<NewCall>,
         cx: &mut Context<'_>,
     ) {
-        match &self.spawner {
+        match &mut self.spawner {
             Some(sp) => {
                 for call in spawn.drain(..) {
-                    sp(shared.clone(), call, cx);
+                    sp(shared, call, cx);
                 }
             }
             None => spawn.clear(),
@@ -738,9 +932,10 @@ impl Future for Driver {
         // holds our waker).
         let mut blocked = false;
         loop {
-            let input = io.read(cx);
+            let read = io.read(cx);
+            let mut progress = read.more;
             let mut inner = shared.lock();
-            let mut progress = io.process(&mut inner, input, &mut spawn);
+            io.process(&mut inner, read, &mut spawn);
             if first {
                 first = false;
                 if !inner
@@ -768,6 +963,8 @@ impl Future for Driver {
                 inner.conn.close_connection(Reason::NO_ERROR, "client done");
                 inner.dispatch();
             }
+            // A caller's unwritten rest goes first.
+            io.chunks.append(&mut inner.spill);
             inner.conn.poll_transmit(&mut io.chunks);
             // Local caps: the peer's announcement sets the bound, but not
             // beyond what this side is willing to buffer.
@@ -782,7 +979,7 @@ impl Future for Driver {
                 io.rbuf = BytesMut::new();
                 if io.wqueue.is_empty() && io.chunks.is_empty() {
                     drop(inner);
-                    let _ = Pin::new(&mut io.stream).poll_shutdown(cx);
+                    io.shutdown(cx);
                     return Poll::Ready(());
                 }
                 // A peer that does not read our last bytes (GOAWAY) gets
@@ -794,12 +991,13 @@ impl Future for Driver {
                     return Poll::Ready(());
                 }
             }
-            // Nothing read or fired, no new output and nothing left to
-            // write but what waits for the socket: every source has our
-            // waker.
+            // Nothing more to read, no timer fired, no new output and
+            // nothing left to write but what waits for the socket: every
+            // source has our waker.
             let unwritten = !io.wqueue.is_empty() || io.needs_flush;
             if !progress && io.chunks.is_empty() && (!unwritten || blocked) {
                 inner.driver_active = false;
+                inner.out_idle = !unwritten;
                 drop(inner);
                 io.spawn = spawn;
                 return Poll::Pending;
@@ -816,6 +1014,18 @@ impl Future for Driver {
                 io.read_done = true;
             }
         }
+    }
+}
+
+impl Drop for Driver {
+    /// Callers hold the shared state (and so the writing half) after the
+    /// driver is gone: the half is dropped with the driver, so the socket
+    /// closes now.
+    fn drop(&mut self) {
+        if let Some(w) = &self.io.writer {
+            w.lock().take();
+        }
+        self.shared.lock().direct = None;
     }
 }
 

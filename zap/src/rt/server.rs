@@ -880,18 +880,42 @@ where
     S::Error: Into<BoxError>,
     S::Future: Send + 'static,
 {
-    let service = std::sync::Mutex::new(service);
-    Arc::new(
-        move |shared: Arc<Shared>, nc: NewCall, cx: &mut Context<'_>| {
-            let svc = service.lock().unwrap_or_else(|e| e.into_inner()).clone();
-            let mut call = Box::pin(run_call(svc, shared, nc));
-            if call.as_mut().poll(cx).is_pending() {
+    // The home of the next call's future: a call that ends in its first
+    // step leaves it for the next one, so only calls that wait cost an
+    // allocation (their task).
+    let mut spare = None;
+    Box::new(
+        move |shared: &Arc<Shared>, nc: NewCall, cx: &mut Context<'_>| {
+            let mut home = spare.take().unwrap_or_else(|| Box::pin(None));
+            home.set(Some(run_call(service.clone(), shared.clone(), nc)));
+            let pending = home
+                .as_mut()
+                .as_pin_mut()
+                .is_some_and(|call| call.poll(cx).is_pending());
+            if pending {
                 // Wakers registered during this poll point at the driver; the
                 // task's first poll registers its own.
-                tokio::spawn(call);
+                tokio::spawn(Homed(home));
+            } else {
+                home.set(None);
+                spare = Some(home);
             }
         },
     )
+}
+
+/// A call's future in its [`spawner`] home, as a task.
+struct Homed<F>(Pin<Box<Option<F>>>);
+
+impl<F: Future<Output = ()>> Future for Homed<F> {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        match self.0.as_mut().as_pin_mut() {
+            Some(call) => call.poll(cx),
+            None => Poll::Ready(()),
+        }
+    }
 }
 
 async fn run_call<S>(svc: S, shared: Arc<Shared>, nc: NewCall)
