@@ -479,7 +479,9 @@ async fn bidi_flow_control_bounds_buffering(t: Transport) {
             "order"
         );
         received += 1;
-        max_ahead = max_ahead.max(sent.load(Ordering::SeqCst) - received);
+        // The echo can arrive before its sender counts it (the sender's
+        // task writes the frame itself and is then preempted).
+        max_ahead = max_ahead.max(sent.load(Ordering::SeqCst).saturating_sub(received));
         if received.is_multiple_of(500) {
             // A slow consumer.
             tokio::time::sleep(Duration::from_millis(20)).await;

@@ -418,10 +418,20 @@ impl Channel {
         request: Request<Bytes>,
     ) -> Result<Response<Bytes>, Status> {
         let link = self.start_single(method.into(), request).await?;
+        // A multiplexed call registered this task's waker when it opened,
+        // in this poll: the reply cannot be there yet without a wake, so
+        // the first look is skipped (it would take the lock for nothing).
+        let mut fresh = matches!(link, Link::Mux { .. });
         let mut guard = CallGuard { link, done: false };
         let mut headers = None;
         loop {
-            match poll_fn(|cx| guard.link.poll_item(cx)).await {
+            let next = poll_fn(|cx| {
+                if std::mem::take(&mut fresh) {
+                    return Poll::Pending;
+                }
+                guard.link.poll_item(cx)
+            });
+            match next.await {
                 Some(Item::Headers(h)) => headers = Some(h),
                 Some(Item::Message(m)) => {
                     // A message outside CLOSE: keep it, the status follows.
@@ -602,7 +612,9 @@ async fn open_mux(
         head.timeout = time_left(deadline, now)?;
         match inner.conn.open(head, message.clone(), end, now) {
             Ok(id) => {
-                inner.calls.insert(id, Slot::default());
+                // The caller waits for the reply next, in this same poll
+                // (see `unary`): its waker is registered now.
+                inner.calls.insert(id, Slot::waiting(cx.waker().clone()));
                 inner.flush();
                 Poll::Ready(Ok(id))
             }

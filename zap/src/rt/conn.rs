@@ -137,6 +137,14 @@ pub(crate) struct Slot {
 }
 
 impl Slot {
+    /// The slot of a call whose reader waits with `waker`.
+    pub(crate) fn waiting(waker: Waker) -> Slot {
+        Slot {
+            recv_waker: Some(waker),
+            ..Slot::default()
+        }
+    }
+
     fn wake_all(&mut self) {
         if let Some(w) = self.recv_waker.take() {
             w.wake();

@@ -887,7 +887,28 @@ where
     Box::new(
         move |shared: &Arc<Shared>, nc: NewCall, cx: &mut Context<'_>| {
             let mut home = spare.take().unwrap_or_else(|| Box::pin(None));
-            home.set(Some(run_call(service.clone(), shared.clone(), nc)));
+            let link = Link::Mux {
+                shared: shared.clone(),
+                id: nc.id,
+            };
+            let deadline = nc.head.timeout.and_then(|t| Instant::now().checked_add(t));
+            let call = ServerCall {
+                link: link.clone(),
+                method: Method(nc.head.method),
+                metadata: nc.head.metadata,
+                deadline,
+            };
+            // Each call asks its own clone (a clone that is not ready keeps
+            // its place in whatever queue it waits in), here if it is
+            // ready at once, so the call's future holds only what the
+            // service returned.
+            let mut svc = service.clone();
+            let started = match svc.poll_ready(cx) {
+                Poll::Ready(Ok(())) => Started::Called(svc.call(call)),
+                Poll::Ready(Err(e)) => Started::Failed(e.into()),
+                Poll::Pending => Started::Waiting(svc, call),
+            };
+            home.set(Some(serve_started(started, link)));
             let pending = home
                 .as_mut()
                 .as_pin_mut()
@@ -918,21 +939,17 @@ impl<F: Future<Output = ()>> Future for Homed<F> {
     }
 }
 
-async fn run_call<S>(svc: S, shared: Arc<Shared>, nc: NewCall)
-where
-    S: Service<ServerCall, Response = ()> + Send,
-    S::Error: Into<BoxError>,
-    S::Future: Send,
-{
-    let link = Link::Mux { shared, id: nc.id };
-    let deadline = nc.head.timeout.and_then(|t| Instant::now().checked_add(t));
-    serve_call(svc, link, nc.head, deadline).await;
+/// A call's service: called already, failed, or to be called once ready.
+enum Started<S: Service<ServerCall>> {
+    Called(S::Future),
+    Failed(BoxError),
+    Waiting(S, ServerCall),
 }
 
 /// Runs the service for one call until it ends or is cancelled, then ends
 /// the call if the service left it open. `deadline` is the one the client
 /// gave (`head.timeout` from when the call arrived).
-pub(crate) async fn serve_call<S>(mut svc: S, link: Link, head: OpenHead, deadline: Option<Instant>)
+pub(crate) async fn serve_call<S>(svc: S, link: Link, head: OpenHead, deadline: Option<Instant>)
 where
     S: Service<ServerCall, Response = ()> + Send,
     S::Error: Into<BoxError>,
@@ -944,11 +961,27 @@ where
         metadata: head.metadata,
         deadline,
     };
+    serve_started(Started::Waiting(svc, call), link).await;
+}
+
+/// [`serve_call`] for a service that may have been called already.
+async fn serve_started<S>(started: Started<S>, link: Link)
+where
+    S: Service<ServerCall, Response = ()> + Send,
+    S::Error: Into<BoxError>,
+    S::Future: Send,
+{
     let work = async {
-        if let Err(e) = poll_fn(|cx| svc.poll_ready(cx)).await {
-            return Err(e.into());
+        match started {
+            Started::Called(f) => f.await.map_err(Into::into),
+            Started::Failed(e) => Err(e),
+            Started::Waiting(mut svc, call) => {
+                if let Err(e) = poll_fn(|cx| svc.poll_ready(cx)).await {
+                    return Err(e.into());
+                }
+                svc.call(call).await.map_err(Into::into)
+            }
         }
-        svc.call(call).await.map_err(Into::into)
     };
     let cancelled = poll_fn(|cx| link.poll_cancelled(cx));
     // The work first: a handler that answers at once (the usual unary
