@@ -316,6 +316,9 @@ pub struct Connection {
     out: Out,
     events: VecDeque<Event>,
     handshake_deadline: Option<Instant>,
+    /// The largest frame (header included) met in the input since
+    /// `take_largest_frame`, complete or not.
+    largest_frame: usize,
     last_recv: Instant,
     /// Last frame other than PING/PING ACK: the idle timer runs from here,
     /// so keepalive traffic does not keep an unused connection open.
@@ -369,6 +372,7 @@ impl Connection {
             deadlines: BTreeSet::new(),
             out: Out::default(),
             events: VecDeque::new(),
+            largest_frame: 0,
             last_recv: now,
             last_activity: now,
             idle_since: Some(now),
@@ -419,6 +423,13 @@ impl Connection {
         self.events.pop_front()
     }
 
+    /// The largest frame (header included) met in the input since the last
+    /// call: a size hint for the caller's read buffer, so that the next
+    /// frames of that size arrive whole in it instead of being gathered.
+    pub fn take_largest_frame(&mut self) -> usize {
+        std::mem::take(&mut self.largest_frame)
+    }
+
     /// Bytes waiting to be written.
     pub fn pending_output(&self) -> usize {
         self.out.len()
@@ -466,6 +477,7 @@ impl Connection {
                 );
             }
             let total = FRAME_HEADER_LEN + h.len as usize;
+            self.largest_frame = self.largest_frame.max(total);
             if buf.len() < total {
                 buf.reserve(total - buf.len());
                 return;

@@ -1008,3 +1008,31 @@ fn quic_framing_rules() {
         Ok(Frame::Message { end: false, .. })
     ));
 }
+
+#[test]
+fn largest_frame_reports_complete_and_partial_frames() {
+    let mut p = Pair::new();
+    p.drive();
+    // The handshake's frames are small.
+    let small = p.server.take_largest_frame();
+    assert!(small > 0 && small < 100, "{small}");
+    assert_eq!(p.server.take_largest_frame(), 0, "taken");
+    let body = Bytes::from(vec![7u8; 5000]);
+    let id = p
+        .client
+        .open(&head("/pkg.Svc/Echo"), Some(body.clone()), true, p.now)
+        .unwrap();
+    let wire = Pair::out(&mut p.client);
+    // Only part of the frame: its size is known from the header already.
+    let mut part = BytesMut::from(&wire[..100]);
+    p.server.handle_input(&mut part, p.now);
+    let whole = p.server.take_largest_frame();
+    assert_eq!(whole, wire.len(), "the announced frame, header included");
+    part.extend_from_slice(&wire[100..]);
+    p.server.handle_input(&mut part, p.now);
+    assert_eq!(p.server.take_largest_frame(), whole);
+    assert!(matches!(
+        p.server_events().as_slice(),
+        [Event::Open { id: i, message: Some(m), .. }] if *i == id && *m == body
+    ));
+}

@@ -36,6 +36,9 @@ const MAX_MESSAGE_OUT: usize = 16 << 20;
 const CLOSE_FLUSH: std::time::Duration = std::time::Duration::from_secs(1);
 /// Read buffer growth step.
 const READ_CHUNK: usize = 64 << 10;
+/// Cap on the room a read makes for the frames it expects (see
+/// `Io::frame_hint`).
+const MAX_FRAME_HINT: usize = 4 << 20;
 /// Polls that write at once after a yield that gained nothing.
 const DEFER_BACKOFF: u32 = 16;
 /// Chunks handed to one vectored write.
@@ -258,6 +261,14 @@ impl Writer {
         }
     }
 
+    fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> std::io::Result<usize> {
+        match self {
+            Writer::Tcp(w) => w.try_write_vectored(bufs),
+            #[cfg(unix)]
+            Writer::Unix(w) => w.try_write_vectored(bufs),
+        }
+    }
+
     fn io(&mut self) -> Pin<&mut (dyn AsyncWrite + Send + Unpin)> {
         match self {
             Writer::Tcp(w) => Pin::new(w),
@@ -325,13 +336,30 @@ impl Inner {
         let mut i = 0;
         if let Some(w) = guard.as_mut() {
             while i < chunks.len() {
-                match w.try_write(&chunks[i]) {
-                    Ok(n) if n == chunks[i].len() => i += 1,
-                    Ok(n) => {
-                        chunks[i].advance(n);
-                        break;
+                let res = if i + 1 == chunks.len() {
+                    w.try_write(&chunks[i])
+                } else {
+                    let mut iov = [IoSlice::new(&[]); MAX_IOVECS];
+                    let mut n_iov = 0;
+                    for (slot, chunk) in iov.iter_mut().zip(&chunks[i..]) {
+                        *slot = IoSlice::new(chunk);
+                        n_iov += 1;
                     }
-                    Err(_) => break,
+                    w.try_write_vectored(&iov[..n_iov])
+                };
+                let Ok(mut n) = res else { break };
+                if n == 0 {
+                    break;
+                }
+                while n > 0 {
+                    let chunk = &mut chunks[i];
+                    if n >= chunk.len() {
+                        n -= chunk.len();
+                        i += 1;
+                    } else {
+                        chunk.advance(n);
+                        n = 0;
+                    }
                 }
             }
         }
@@ -634,6 +662,10 @@ struct Io {
     /// stream and writes go there).
     writer: Option<Arc<WriterCell>>,
     rbuf: BytesMut,
+    /// About the largest frame seen lately (decaying): each read makes
+    /// room for one, so frames of that size arrive whole in one buffer
+    /// instead of being gathered by copying the part read first.
+    frame_hint: usize,
     wqueue: VecDeque<Bytes>,
     wbytes: usize,
     chunks: Vec<Bytes>,
@@ -682,6 +714,7 @@ impl Driver {
                 reader,
                 writer,
                 rbuf: BytesMut::with_capacity(READ_CHUNK),
+                frame_hint: 0,
                 wqueue: VecDeque::new(),
                 wbytes: 0,
                 chunks: Vec::new(),
@@ -738,8 +771,13 @@ impl Io {
         if self.read_done || self.wbytes >= self.read_pause {
             return Input::Nothing;
         }
-        if self.rbuf.capacity() - self.rbuf.len() < 4096 {
-            self.rbuf.reserve(READ_CHUNK);
+        let room = self.rbuf.capacity() - self.rbuf.len();
+        if room < 4096 {
+            self.rbuf.reserve(READ_CHUNK.max(self.frame_hint));
+        } else if room < self.frame_hint && self.rbuf.is_empty() {
+            // Room for a whole large frame before its first byte arrives
+            // (an empty buffer is reallocated, not copied).
+            self.rbuf.reserve(self.frame_hint);
         }
         match tokio_util::io::poll_read_buf(self.reader.io(), cx, &mut self.rbuf) {
             Poll::Pending => Input::Nothing,
@@ -758,6 +796,8 @@ impl Io {
     fn process(&mut self, inner: &mut Inner, read: Read, spawn: &mut Vec<NewCall>) {
         if read.bytes {
             inner.conn.handle_input(&mut self.rbuf, Instant::now());
+            let seen = inner.conn.take_largest_frame().min(MAX_FRAME_HINT);
+            self.frame_hint = seen.max(self.frame_hint - self.frame_hint / 8);
         }
         if let Some(why) = read.eof {
             inner.conn.handle_eof(&why);
