@@ -937,7 +937,7 @@ impl Connection {
     pub fn open(
         &mut self,
         head: &OpenHead,
-        message: Option<Bytes>,
+        message: Option<&Bytes>,
         end: bool,
         now: Instant,
     ) -> Result<u32, SendError> {

@@ -583,6 +583,16 @@ impl Out {
         }
     }
 
+    /// [`Out::payload`] of a message the caller keeps: a small one is
+    /// copied, a large one shared.
+    fn payload_ref(&mut self, b: &Bytes) {
+        if b.len() < COPY_LIMIT {
+            self.put(b);
+        } else {
+            self.payload(b.clone());
+        }
+    }
+
     fn seal(&mut self) {
         if !self.buf.is_empty() {
             self.queue.push_back(self.buf.split().freeze());
@@ -651,14 +661,20 @@ impl Out {
         }
     }
 
-    pub(crate) fn open(&mut self, stream: u32, head: &OpenHead, message: Option<Bytes>, end: bool) {
+    pub(crate) fn open(
+        &mut self,
+        stream: u32,
+        head: &OpenHead,
+        message: Option<&Bytes>,
+        end: bool,
+    ) {
         let md = metadata_len(&head.metadata);
-        let len = 2 + head.method.len() + 8 + 4 + md + message.as_ref().map_or(0, Bytes::len);
+        let len = 2 + head.method.len() + 8 + 4 + md + message.map_or(0, |m| m.len());
         let mut flags = if end { flag::END } else { 0 };
         if message.is_some() {
             flags |= flag::MESSAGE;
         }
-        self.expect(len, message.as_ref());
+        self.expect(len, message);
         self.header(len, Kind::Open, flags, stream);
         self.put(&(head.method.len() as u16).to_le_bytes());
         self.put(&head.method);
@@ -668,7 +684,7 @@ impl Out {
         self.put(&micros.to_le_bytes());
         self.metadata(&head.metadata, md);
         if let Some(m) = message {
-            self.payload(m);
+            self.payload_ref(m);
         }
     }
 

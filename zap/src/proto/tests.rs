@@ -164,7 +164,7 @@ fn unary_call_is_one_frame_each_way() {
     };
     let id = p
         .client
-        .open(&h, Some(Bytes::from_static(b"ping")), true, p.now)
+        .open(&h, Some(&Bytes::from_static(b"ping")), true, p.now)
         .unwrap();
     p.drive();
     assert_eq!(p.c2s_frames, 1, "request must be one frame");
@@ -210,7 +210,7 @@ fn server_streaming() {
     let mut p = Pair::new();
     let id = p
         .client
-        .open(&head("/s/S"), Some(Bytes::from_static(b"q")), true, p.now)
+        .open(&head("/s/S"), Some(&Bytes::from_static(b"q")), true, p.now)
         .unwrap();
     p.drive();
     assert!(matches!(
@@ -361,7 +361,7 @@ fn deadline_ends_the_call_on_both_sides() {
         timeout: Some(Duration::from_millis(50)),
         ..head("/s/Slow")
     };
-    let id = p.client.open(&h, Some(Bytes::new()), true, p.now).unwrap();
+    let id = p.client.open(&h, Some(&Bytes::new()), true, p.now).unwrap();
     p.drive();
     let ev = p.server_events();
     assert!(
@@ -492,7 +492,7 @@ fn oversized_message_is_refused_with_resource_exhausted() {
     // The client knows the limit and refuses to send.
     assert_eq!(
         p.client
-            .open(&head("/s/L"), Some(Bytes::from(vec![0; 11])), true, p.now),
+            .open(&head("/s/L"), Some(&Bytes::from(vec![0; 11])), true, p.now),
         Err(SendError::TooLarge { size: 11, max: 10 })
     );
     // A client that ignores it gets RESOURCE_EXHAUSTED, the connection lives.
@@ -514,7 +514,7 @@ fn goaway_drains() {
     let mut p = Pair::new();
     let first = p
         .client
-        .open(&head("/s/A"), Some(Bytes::new()), true, p.now)
+        .open(&head("/s/A"), Some(&Bytes::new()), true, p.now)
         .unwrap();
     p.drive();
     p.server_events();
@@ -522,7 +522,7 @@ fn goaway_drains() {
     // A call the client opened before it saw the GOAWAY.
     let second = p
         .client
-        .open(&head("/s/A"), Some(Bytes::new()), true, p.now)
+        .open(&head("/s/A"), Some(&Bytes::new()), true, p.now)
         .unwrap();
     p.drive();
     assert!(p.server_events().is_empty(), "second call must not start");
@@ -880,7 +880,7 @@ fn protocol_doc_examples_match_the_encoder() {
                     timeout: Some(Duration::from_secs(1)),
                     metadata: md.clone(),
                 };
-                o.open(1, &h, Some(Bytes::from_static(b"hi")), true)
+                o.open(1, &h, Some(&Bytes::from_static(b"hi")), true)
             }),
             "unary-response" => encode(&|o| {
                 o.close(
@@ -927,7 +927,7 @@ fn exact_output_gives_each_frame_its_own_buffer() {
     };
     let big = Bytes::from(vec![7u8; 5000]);
     let mut out = Out::exact();
-    out.open(0, &head, Some(Bytes::from_static(b"small")), false);
+    out.open(0, &head, Some(&Bytes::from_static(b"small")), false);
     out.message(0, big.clone(), true);
     let pending = out.pending();
     assert_eq!(pending.len(), 3);
@@ -979,7 +979,7 @@ fn quic_framing_rules() {
     let parse = |framing, (h, p): (Header, Bytes)| Frame::parse_in(framing, h, p, &local);
     // A call frame with stream field 0 is a call stream's frame, and not a
     // byte stream's.
-    let open0 = encode(&|o| o.open(0, &head, Some(Bytes::from_static(b"x")), true));
+    let open0 = encode(&|o| o.open(0, &head, Some(&Bytes::from_static(b"x")), true));
     assert!(matches!(
         parse(Framing::QuicCall, open0.clone()),
         Ok(Frame::Open { end: true, .. })
@@ -1020,7 +1020,7 @@ fn largest_frame_reports_complete_and_partial_frames() {
     let body = Bytes::from(vec![7u8; 5000]);
     let id = p
         .client
-        .open(&head("/pkg.Svc/Echo"), Some(body.clone()), true, p.now)
+        .open(&head("/pkg.Svc/Echo"), Some(&body.clone()), true, p.now)
         .unwrap();
     let wire = Pair::out(&mut p.client);
     // Only part of the frame: its size is known from the header already.

@@ -610,7 +610,7 @@ async fn open_mux(
             None => *epoch(),
         };
         head.timeout = time_left(deadline, now)?;
-        match inner.conn.open(head, message.clone(), end, now) {
+        match inner.conn.open(head, message.as_ref(), end, now) {
             Ok(id) => {
                 // The caller waits for the reply next, in this same poll
                 // (see `unary`): its waker is registered now.

@@ -1080,7 +1080,7 @@ impl QCall {
         end: bool,
     ) -> Arc<QCall> {
         let mut sender = Sender::new(send);
-        sender.out.open(0, head, message, end);
+        sender.out.open(0, head, message.as_ref(), end);
         Arc::new(QCall {
             conn: slot.0.clone(),
             index: sender.stream.id().index(),
