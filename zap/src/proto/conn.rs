@@ -479,7 +479,13 @@ impl Connection {
             let total = FRAME_HEADER_LEN + h.len as usize;
             self.largest_frame = self.largest_frame.max(total);
             if buf.len() < total {
-                buf.reserve(total - buf.len());
+                if !buf.try_reclaim(total - buf.len()) {
+                    // A new buffer with the part that is here: `reserve`
+                    // could copy everything the old one held before.
+                    let mut whole = BytesMut::with_capacity(total);
+                    whole.extend_from_slice(buf);
+                    *buf = whole;
+                }
                 return;
             }
             let mut frame = buf.split_to(total).freeze();

@@ -752,12 +752,19 @@ impl Io {
     /// leaves our waker with it, so the round needs no second pass.
     fn read(&mut self, cx: &mut Context<'_>) -> Read {
         let mut read = Read::default();
-        match self.read_once(cx) {
+        match self.read_once(cx, true) {
             Input::Nothing => {}
             Input::Eof(why) => read.eof = Some(why),
+            // What was read is not parsed yet: the second read only fills
+            // the room left (making room could copy it), and a full buffer
+            // waits for the next round.
+            Input::Bytes if self.rbuf.capacity() == self.rbuf.len() => {
+                read.bytes = true;
+                read.more = true;
+            }
             Input::Bytes => {
                 read.bytes = true;
-                match self.read_once(cx) {
+                match self.read_once(cx, false) {
                     Input::Nothing => {}
                     Input::Eof(why) => read.eof = Some(why),
                     Input::Bytes => read.more = true,
@@ -767,17 +774,33 @@ impl Io {
         read
     }
 
-    fn read_once(&mut self, cx: &mut Context<'_>) -> Input {
+    /// Room for the next read: a full chunk, or a whole frame of the size
+    /// this connection carries (`frame_hint`), so that such a frame
+    /// arrives in one buffer. The old buffer is reused when every frame
+    /// taken from it is gone; else a new one takes only the partial frame
+    /// along (growing the old one would copy all it ever held: `bytes`
+    /// reallocates the consumed part too). A large frame already arriving
+    /// into the room the proto core made for it is left alone.
+    fn make_room(&mut self) {
+        let len = self.rbuf.len();
+        let room = self.rbuf.capacity() - len;
+        let want = READ_CHUNK.max(self.frame_hint);
+        let short = room < 4096 || (len == 0 && room < self.frame_hint);
+        if !short || (len >= READ_CHUNK / 2 && room > 0) || self.rbuf.try_reclaim(want) {
+            return;
+        }
+        let mut fresh = BytesMut::with_capacity(want.max(len + 4096));
+        fresh.extend_from_slice(&self.rbuf);
+        self.rbuf = fresh;
+    }
+
+    /// One read; `grow`: make room first (else read into what is left).
+    fn read_once(&mut self, cx: &mut Context<'_>, grow: bool) -> Input {
         if self.read_done || self.wbytes >= self.read_pause {
             return Input::Nothing;
         }
-        let room = self.rbuf.capacity() - self.rbuf.len();
-        if room < 4096 {
-            self.rbuf.reserve(READ_CHUNK.max(self.frame_hint));
-        } else if room < self.frame_hint && self.rbuf.is_empty() {
-            // Room for a whole large frame before its first byte arrives
-            // (an empty buffer is reallocated, not copied).
-            self.rbuf.reserve(self.frame_hint);
+        if grow {
+            self.make_room();
         }
         match tokio_util::io::poll_read_buf(self.reader.io(), cx, &mut self.rbuf) {
             Poll::Pending => Input::Nothing,
