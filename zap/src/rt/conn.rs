@@ -4,7 +4,16 @@
 //!
 //! Locking: `Shared::inner` is a `std::sync::Mutex` held only for short,
 //! non-blocking sections (never across an `.await`). Callers change the
-//! state machine under the lock and wake the driver, which writes.
+//! state machine under the lock and wake the driver, which writes; on a
+//! plain TCP or Unix socket (split into halves) a call alone on its
+//! connection writes its frames itself, under the lock, when the driver is
+//! idle with nothing queued (`Inner::flush`), which keeps every write in
+//! the order the state machine produced it.
+//!
+//! The driver works in rounds: read outside the lock until the socket is
+//! drained, then one lock for input, timers and output, then write outside
+//! it. The read buffer is sized for the largest frames the connection
+//! carries lately, so those arrive whole and are never gathered by copy.
 
 use std::collections::VecDeque;
 use std::future::Future;
