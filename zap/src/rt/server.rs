@@ -397,7 +397,12 @@ async fn respond_unary(w: CallWriter, r: Result<Response<Bytes>, Status>) {
     // One `CLOSE` either way, built before the one wait.
     let (head, headers, message) = match r {
         Ok(resp) => (
-            close_head_with(&Status::new(Code::OK, ""), resp.trailers),
+            CloseHead {
+                code: Code::OK,
+                message: Bytes::new(),
+                details: Bytes::new(),
+                trailers: resp.trailers,
+            },
             Some(resp.headers),
             Some(resp.message),
         ),
