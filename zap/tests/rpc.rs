@@ -321,6 +321,7 @@ for_each_transport!(
     all_call_kinds,
     more_than_a_connection_window,
     large_messages_both_ways_concurrently,
+    message_sizes_vary_alone_and_together,
     bidi_flow_control_bounds_buffering,
     stalled_large_response_does_not_delay_others,
     concurrent_calls_and_slow_handler,
@@ -450,6 +451,67 @@ async fn large_messages_both_ways_concurrently(t: Transport) {
     // have far more to write than the socket buffers hold, and must keep
     // reading while they write.
     concurrent_echoes(t, 1 << 20, 2, "large calls stalled").await;
+}
+
+/// Sizes that make the read buffer grow for large frames and shrink back,
+/// first one call at a time (the caller writes its own frames on plain
+/// sockets), then many at once (frames share reads and split across
+/// them): every echo must come back whole and unchanged.
+async fn message_sizes_vary_alone_and_together(t: Transport) {
+    let env = start(t, echo_router()).await;
+    let ch = env.channel();
+    let sizes = [
+        0,
+        1,
+        100,
+        (1 << 20) + 3,
+        64,
+        65_536,
+        65_536 + 7,
+        10,
+        3 << 20,
+        1 << 16,
+        5,
+        (1 << 20) - 1,
+        200_000,
+        1,
+    ];
+    for (i, &size) in sizes.iter().enumerate() {
+        let body: Vec<u8> = (0..size).map(|j| (j * 31 + i) as u8).collect();
+        let resp = ch
+            .unary("/test.Echo/Unary", Request::new(Bytes::from(body.clone())))
+            .await
+            .unwrap_or_else(|e| panic!("call {i} ({size} bytes): {e}"));
+        assert!(
+            resp.into_inner() == body,
+            "call {i}: {size} bytes came back changed"
+        );
+    }
+    // Then 16 callers at once, each through the sizes in its own order,
+    // so frames of every size share reads and split across them.
+    let callers: Vec<_> = (0..16)
+        .map(|c| {
+            let ch = ch.clone();
+            tokio::spawn(async move {
+                for k in 0..sizes.len() {
+                    let size = sizes[(k + c) % sizes.len()];
+                    let body: Vec<u8> = (0..size).map(|j| (j * 7 + c + k) as u8).collect();
+                    let resp = ch
+                        .unary("/test.Echo/Unary", Request::new(Bytes::from(body.clone())))
+                        .await
+                        .unwrap_or_else(|e| panic!("caller {c} ({size} bytes): {e}"));
+                    assert!(
+                        resp.into_inner() == body,
+                        "caller {c}: {size} bytes came back changed"
+                    );
+                }
+            })
+        })
+        .collect();
+    for c in callers {
+        c.await.unwrap();
+    }
+    env.stop().await;
 }
 
 async fn bidi_flow_control_bounds_buffering(t: Transport) {
