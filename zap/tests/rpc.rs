@@ -477,15 +477,7 @@ async fn message_sizes_vary_alone_and_together(t: Transport) {
         1,
     ];
     for (i, &size) in sizes.iter().enumerate() {
-        let body: Vec<u8> = (0..size).map(|j| (j * 31 + i) as u8).collect();
-        let resp = ch
-            .unary("/test.Echo/Unary", Request::new(Bytes::from(body.clone())))
-            .await
-            .unwrap_or_else(|e| panic!("call {i} ({size} bytes): {e}"));
-        assert!(
-            resp.into_inner() == body,
-            "call {i}: {size} bytes came back changed"
-        );
+        echo_intact(&ch, size, i, &format!("call {i}")).await;
     }
     // Then 16 callers at once, each through the sizes in its own order,
     // so frames of every size share reads and split across them.
@@ -495,15 +487,7 @@ async fn message_sizes_vary_alone_and_together(t: Transport) {
             tokio::spawn(async move {
                 for k in 0..sizes.len() {
                     let size = sizes[(k + c) % sizes.len()];
-                    let body: Vec<u8> = (0..size).map(|j| (j * 7 + c + k) as u8).collect();
-                    let resp = ch
-                        .unary("/test.Echo/Unary", Request::new(Bytes::from(body.clone())))
-                        .await
-                        .unwrap_or_else(|e| panic!("caller {c} ({size} bytes): {e}"));
-                    assert!(
-                        resp.into_inner() == body,
-                        "caller {c}: {size} bytes came back changed"
-                    );
+                    echo_intact(&ch, size, c + k, &format!("caller {c}")).await;
                 }
             })
         })
@@ -512,6 +496,20 @@ async fn message_sizes_vary_alone_and_together(t: Transport) {
         c.await.unwrap();
     }
     env.stop().await;
+}
+
+/// A unary echo of `size` bytes (a pattern seeded by `seed`) that must come
+/// back unchanged.
+async fn echo_intact(ch: &Channel, size: usize, seed: usize, what: &str) {
+    let body: Vec<u8> = (0..size).map(|j| (j * 31 + seed) as u8).collect();
+    let resp = ch
+        .unary("/test.Echo/Unary", Request::new(Bytes::from(body.clone())))
+        .await
+        .unwrap_or_else(|e| panic!("{what} ({size} bytes): {e}"));
+    assert!(
+        resp.into_inner() == body,
+        "{what}: {size} bytes came back changed"
+    );
 }
 
 async fn bidi_flow_control_bounds_buffering(t: Transport) {
