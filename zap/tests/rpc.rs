@@ -1356,3 +1356,38 @@ async fn unreachable_server_fails_fast_then_backs_off() {
         .unwrap_err();
     assert!(e.message().contains("backoff"), "{e}");
 }
+
+/// A server that accepts, reads and never answers (not even its SETTINGS):
+/// the client enforces its own deadline, also for a call that wrote its
+/// frame itself (a lone call on a plain socket) and so never woke its
+/// connection's driver.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_deadline_holds_against_a_silent_server() {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    let server = tokio::spawn(async move {
+        loop {
+            let (mut s, _) = l.accept().await.unwrap();
+            tokio::spawn(async move {
+                let mut sink = vec![0u8; 4096];
+                while let Ok(n) = tokio::io::AsyncReadExt::read(&mut s, &mut sink).await {
+                    if n == 0 {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    let ch =
+        Channel::builder(Url::parse(&format!("zap://127.0.0.1:{port}")).unwrap()).connect_lazy();
+    for _ in 0..3 {
+        let mut req = Request::new(Bytes::from_static(b"hello"));
+        req.set_deadline(Instant::now() + Duration::from_millis(100));
+        // The guard only stops a hang (the handshake timeout is 10 s).
+        let res = tokio::time::timeout(Duration::from_secs(5), ch.unary("/x.Y/Z", req))
+            .await
+            .expect("the client's deadline did not fire");
+        assert_eq!(res.unwrap_err().code(), Code::DEADLINE_EXCEEDED);
+    }
+    server.abort();
+}

@@ -193,6 +193,10 @@ pub(crate) struct Inner {
     /// What a caller's write left unwritten (a full socket): the driver
     /// writes it before anything else.
     spill: Vec<Bytes>,
+    /// When the driver's timer fires (`None`: not armed). A caller that
+    /// writes itself wakes the driver if the state machine now needs an
+    /// earlier timer (a new call's deadline, the idle timer).
+    timer_at: Option<Instant>,
     pub(crate) error: Option<ConnError>,
     /// Close the connection once no call is left (its client went away).
     close_when_idle: bool,
@@ -217,6 +221,7 @@ impl Shared {
                 direct: None,
                 out_idle: true,
                 spill: Vec::new(),
+                timer_at: None,
                 error: None,
                 close_when_idle: false,
                 open_waiters: Vec::new(),
@@ -323,12 +328,20 @@ impl Inner {
         if self.conn.pending_output() == 0 || self.driver_active {
             return;
         }
-        if self.out_idle && self.calls.len() <= 1 && self.write_direct() {
+        if self.out_idle && self.calls.len() <= 1 && self.write_direct() && !self.needs_timer() {
             return;
         }
         if let Some(w) = &self.driver {
             w.wake_by_ref();
         }
+    }
+
+    /// The state machine wants a timer earlier than the driver's (which
+    /// only the driver can arm).
+    fn needs_timer(&self) -> bool {
+        self.conn
+            .poll_timeout()
+            .is_some_and(|t| self.timer_at.is_none_or(|armed| t < armed))
     }
 
     /// Writes the pending output from the caller's thread, under the lock
@@ -854,6 +867,7 @@ impl Io {
             && self.timer_at.is_none_or(|cur| t < cur)
         {
             self.timer_at = Some(t);
+            inner.timer_at = Some(t);
             self.timer.as_mut().reset(tokio::time::Instant::from_std(t));
             self.timer_polled = false;
         }
@@ -867,6 +881,7 @@ impl Io {
             inner.dispatch();
             spawn.append(&mut inner.new_calls);
             self.timer_at = None;
+            inner.timer_at = None;
             self.timer_polled = false;
             return true;
         }
