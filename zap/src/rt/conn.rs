@@ -292,6 +292,38 @@ impl Writer {
     }
 }
 
+/// Points `iov` at the first chunks (as many as fit); how many it took.
+fn iovecs<'a>(
+    iov: &mut [IoSlice<'a>; MAX_IOVECS],
+    chunks: impl Iterator<Item = &'a Bytes>,
+) -> usize {
+    let mut n = 0;
+    for (slot, chunk) in iov.iter_mut().zip(chunks) {
+        *slot = IoSlice::new(chunk);
+        n += 1;
+    }
+    n
+}
+
+/// Marks `n` written bytes off the front of `chunks`: how many chunks are
+/// done (the next one is advanced past its written part).
+fn written<'a>(chunks: impl Iterator<Item = &'a mut Bytes>, mut n: usize) -> usize {
+    let mut done = 0;
+    for chunk in chunks {
+        if n == 0 {
+            break;
+        }
+        if n >= chunk.len() {
+            n -= chunk.len();
+            done += 1;
+        } else {
+            chunk.advance(n);
+            break;
+        }
+    }
+    done
+}
+
 /// Splits a plain socket.
 fn split(stream: Stream) -> (Reader, Option<Writer>) {
     match stream {
@@ -362,26 +394,12 @@ impl Inner {
                     w.try_write(&chunks[i])
                 } else {
                     let mut iov = [IoSlice::new(&[]); MAX_IOVECS];
-                    let mut n_iov = 0;
-                    for (slot, chunk) in iov.iter_mut().zip(&chunks[i..]) {
-                        *slot = IoSlice::new(chunk);
-                        n_iov += 1;
-                    }
+                    let n_iov = iovecs(&mut iov, chunks[i..].iter());
                     w.try_write_vectored(&iov[..n_iov])
                 };
-                let Ok(mut n) = res else { break };
-                if n == 0 {
-                    break;
-                }
-                while n > 0 {
-                    let chunk = &mut chunks[i];
-                    if n >= chunk.len() {
-                        n -= chunk.len();
-                        i += 1;
-                    } else {
-                        chunk.advance(n);
-                        n = 0;
-                    }
+                match res {
+                    Ok(n) if n > 0 => i += written(chunks[i..].iter_mut(), n),
+                    _ => break,
                 }
             }
         }
@@ -909,11 +927,7 @@ impl Io {
         };
         while !self.wqueue.is_empty() {
             let mut iov = [IoSlice::new(&[]); MAX_IOVECS];
-            let mut n_iov = 0;
-            for (slot, chunk) in iov.iter_mut().zip(self.wqueue.iter()) {
-                *slot = IoSlice::new(chunk);
-                n_iov += 1;
-            }
+            let n_iov = iovecs(&mut iov, self.wqueue.iter());
             // One chunk (a small call's frames): `send`, not `writev`,
             // whose path through the VFS costs more per call.
             let res = if n_iov == 1 {
@@ -925,21 +939,11 @@ impl Io {
                 Poll::Ready(Ok(0)) => {
                     return Err(std::io::ErrorKind::WriteZero.into());
                 }
-                Poll::Ready(Ok(mut n)) => {
+                Poll::Ready(Ok(n)) => {
                     self.needs_flush = true;
                     self.wbytes -= n;
-                    while n > 0 {
-                        let Some(front) = self.wqueue.front_mut() else {
-                            break;
-                        };
-                        if n >= front.len() {
-                            n -= front.len();
-                            self.wqueue.pop_front();
-                        } else {
-                            front.advance(n);
-                            n = 0;
-                        }
-                    }
+                    let done = written(self.wqueue.iter_mut(), n);
+                    self.wqueue.drain(..done);
                 }
                 Poll::Ready(Err(e)) => return Err(e),
                 Poll::Pending => return Ok(false),
