@@ -157,10 +157,14 @@ impl Env {
     /// QUIC, `settings` sends the client's SETTINGS first, so what follows
     /// reaches a call stream.
     async fn raw(&self, settings: bool) -> Raw {
+        self.raw_with(settings, Limits::default()).await
+    }
+
+    /// [`raw`](Self::raw) with the client's own limits.
+    async fn raw_with(&self, settings: bool, limits: Limits) -> Raw {
         #[cfg(feature = "quic")]
         if self.transport == Transport::Quic {
-            let c = zap::transport::quic::QuicConnector::new(Limits::default(), self.client_tls())
-                .unwrap();
+            let c = zap::transport::quic::QuicConnector::new(limits, self.client_tls()).unwrap();
             let conn = c.connect(&self.url).await.unwrap();
             if settings {
                 let mut control = conn.connection.open_uni().await.unwrap();
@@ -173,7 +177,7 @@ impl Env {
             return Raw::Quic(conn, None, Vec::new());
         }
         let _ = settings;
-        let mut c = Connector::new(Limits::default());
+        let mut c = Connector::new(limits);
         if self.transport == Transport::Tls {
             c = c.with_tls(self.client_tls());
         }
@@ -1262,24 +1266,38 @@ async fn quic_rapid_reset_closes_the_connection() {
     use zap::transport::quic::VarInt;
     let env = start(Transport::Quic, echo_router()).await;
     let ch = env.channel();
-    let mut raw = env.raw(true).await;
+    // A client that pings when its streams are blocked, so a close the
+    // network lost is answered (see below) within a second.
+    let limits = Limits::default().with_keepalive_interval(Duration::from_millis(200));
+    let mut raw = env.raw_with(true, limits).await;
     let Raw::Quic(conn, ..) = &raw else {
         unreachable!("a QUIC raw connection")
     };
     let connection = conn.connection.clone();
     let mut opened = 0u32;
-    while opened < 100_000 {
-        let Ok((mut send, _recv)) = connection.open_bi().await else {
-            break; // closed by the server
-        };
-        let _ = send.reset(VarInt::from_u32(Code::CANCELLED.0));
-        opened += 1;
+    let closed = loop {
+        match connection.open_bi().await {
+            Ok((mut send, _recv)) => {
+                let _ = send.reset(VarInt::from_u32(Code::CANCELLED.0));
+                opened += 1;
+                assert!(opened < 100_000, "not closed after {opened} reset streams");
+            }
+            Err(e) => break e,
+        }
+    };
+    // The server's CONNECTION_CLOSE is one datagram: on a loaded machine
+    // the flooding client's receive buffer can drop it, and the server,
+    // done draining, then answers the client's next packet (a stream, or
+    // a keepalive PING once blocked) with a stateless reset. Either way the
+    // server closed the connection; when the close arrives it must say why.
+    match closed {
+        zap::transport::quic::QuicConnectionError::Reset => {}
+        _ => assert_eq!(
+            raw.close_reason().await,
+            Some(zap::proto::Reason::ENHANCE_YOUR_CALM),
+            "closed after {opened} reset streams: {closed:?}"
+        ),
     }
-    assert_eq!(
-        raw.close_reason().await,
-        Some(zap::proto::Reason::ENHANCE_YOUR_CALM),
-        "not closed after {opened} reset streams"
-    );
     let r = ch
         .unary("/test.Echo/Unary", Request::new(Bytes::from_static(b"ok")))
         .await
