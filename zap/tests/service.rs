@@ -193,6 +193,70 @@ async fn a_macro_service_is_served_over_grpc_with_zap_messages() {
     assert_eq!(&e.details()[..], b"why");
 }
 
+/// The idle timeout holds on HTTP/2 connections too: one with no call
+/// open is told to go away (GOAWAY) and closed, even if its client never
+/// answers; one with a call open stays as long as the call.
+#[cfg(feature = "grpc")]
+#[tokio::test]
+async fn idle_http2_connections_are_closed_but_not_under_a_call() {
+    use std::time::{Duration, Instant};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let idle = Duration::from_millis(300);
+    let url = Url::parse("zap://127.0.0.1:0").unwrap();
+    let limits = Limits::default().with_idle_timeout(idle);
+    let l = Listener::bind(&url, None, limits.clone()).await.unwrap();
+    let port = l.local_url().port().unwrap();
+    let router = Router::new().add_service(CalcServer::new(Impl)).unwrap();
+    let server = Server::builder().limits(limits).grpc(router.protobuf());
+    tokio::spawn(server.serve(l, router));
+
+    // A client that speaks HTTP/2 (preface, empty SETTINGS) and then
+    // nothing: not even the answer to the server's PING.
+    let mut raw = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    raw.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+        .await
+        .unwrap();
+    let start = Instant::now();
+    let mut got = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), raw.read_to_end(&mut got))
+        .await
+        .expect("an idle HTTP/2 connection is closed")
+        .unwrap();
+    assert!(start.elapsed() >= idle, "closed before the idle timeout");
+    // The frames the server sent: 3-byte length, type, flags, stream id.
+    let mut kinds = Vec::new();
+    let mut rest = &got[..];
+    while rest.len() >= 9 {
+        let len = usize::from(rest[0]) << 16 | usize::from(rest[1]) << 8 | usize::from(rest[2]);
+        kinds.push(rest[3]);
+        rest = &rest[(9 + len).min(rest.len())..];
+    }
+    assert!(kinds.contains(&7), "no GOAWAY among frames {kinds:?}");
+
+    // A bidi call open across several idle timeouts keeps its connection.
+    let tonic =
+        zap::grpc::tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{port}"))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+    let c = CalcClient::new(zap::grpc::GrpcChannel::zap(tonic));
+    let (tx, rx) = tokio::sync::mpsc::channel::<Num>(4);
+    let nums =
+        futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|n| (n, rx)) });
+    tx.send(Num { value: 1 }).await.unwrap();
+    let mut out = c.negate(nums).await.unwrap().into_inner();
+    assert_eq!(out.message().await.unwrap().unwrap().value, -1);
+    // Longer than the idle timeout and the grace after GOAWAY together.
+    tokio::time::sleep(idle * 6).await;
+    tx.send(Num { value: 2 }).await.unwrap();
+    assert_eq!(out.message().await.unwrap().unwrap().value, -2);
+    drop(tx);
+    assert!(out.message().await.unwrap().is_none());
+}
+
 #[tokio::test]
 async fn errors_reach_the_typed_client() {
     let c = client().await;

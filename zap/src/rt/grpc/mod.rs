@@ -465,12 +465,14 @@ pub(crate) async fn serve_h2<S, I>(
 {
     // The same message limit as the router's ZAP connections.
     let max_message = crate::rt::proto_config(limits).settings.max_message as usize;
+    let activity = Arc::new(server::Activity::default());
     let http = server::GrpcHttp {
         svc,
         protobuf: serving.protobuf.clone(),
         peer,
         max_message,
         calls: Arc::new(AtomicU64::new(0)),
+        activity: activity.clone(),
     };
     let mut builder =
         hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new());
@@ -488,13 +490,38 @@ pub(crate) async fn serve_h2<S, I>(
     }
     let conn = builder.serve_connection(hyper_util::rt::TokioIo::new(io), http);
     let mut conn = std::pin::pin!(conn);
-    tokio::select! {
+    // As on ZAP: a connection with no call open for `idle_timeout` is
+    // closed (GOAWAY; clients reconnect when they call again).
+    let idle = async {
+        match limits.idle_timeout {
+            Some(timeout) => activity.idle_for(timeout).await,
+            None => std::future::pending().await,
+        }
+    };
+    let stopping = tokio::select! {
         _ = conn.as_mut() => return,
-        _ = stop => {}
-    }
+        _ = stop => true,
+        _ = idle => false,
+    };
     conn.as_mut().graceful_shutdown();
+    if stopping {
+        tokio::select! {
+            _ = conn.as_mut() => {}
+            _ = force => {}
+        }
+        return;
+    }
+    // Idle: hyper's graceful GOAWAY waits for the client to answer a PING,
+    // which a client that went quiet may never do. A call that slipped in
+    // meanwhile is served; with none open for IDLE_CLOSE_GRACE, the
+    // connection is dropped.
     tokio::select! {
         _ = conn.as_mut() => {}
         _ = force => {}
+        _ = activity.idle_for(IDLE_CLOSE_GRACE) => {}
     }
 }
+
+/// How long an idle HTTP/2 connection told to go away (GOAWAY) may take
+/// to close by itself while no call is open.
+const IDLE_CLOSE_GRACE: std::time::Duration = std::time::Duration::from_secs(1);

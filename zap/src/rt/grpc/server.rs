@@ -14,7 +14,7 @@ use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::future::{Future, poll_fn};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
@@ -55,6 +55,53 @@ pub(crate) struct GrpcCall {
     /// The request body was broken off by the transport (the client reset
     /// the stream, the connection died): see [`RequestBody`].
     broken: AtomicBool,
+    /// Counts the call open on its connection while any part of it lives
+    /// (handler, request or response body).
+    _open: OpenCall,
+}
+
+/// The calls open on one HTTP/2 connection, for its idle timeout.
+#[derive(Default)]
+pub(crate) struct Activity {
+    open: AtomicUsize,
+    changed: tokio::sync::Notify,
+}
+
+impl Activity {
+    /// A request arrived: it counts as open until the guard is dropped.
+    fn begin(self: &Arc<Self>) -> OpenCall {
+        self.open.fetch_add(1, Ordering::AcqRel);
+        self.changed.notify_waiters();
+        OpenCall(self.clone())
+    }
+
+    /// Resolves once no call has been open for `timeout`.
+    pub(crate) async fn idle_for(&self, timeout: Duration) {
+        loop {
+            let changed = self.changed.notified();
+            let mut changed = std::pin::pin!(changed);
+            // Registered before the count is read, so no change is missed.
+            changed.as_mut().enable();
+            if self.open.load(Ordering::Acquire) > 0 {
+                changed.await;
+                continue;
+            }
+            tokio::select! {
+                _ = changed => {}
+                _ = tokio::time::sleep(timeout) => return,
+            }
+        }
+    }
+}
+
+/// One open call of an [`Activity`].
+struct OpenCall(Arc<Activity>);
+
+impl Drop for OpenCall {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::AcqRel);
+        self.0.changed.notify_waiters();
+    }
 }
 
 struct Requests {
@@ -385,6 +432,7 @@ pub(crate) struct GrpcHttp<S> {
     pub(crate) peer: Arc<PeerInfo>,
     pub(crate) max_message: usize,
     pub(crate) calls: Arc<AtomicU64>,
+    pub(crate) activity: Arc<Activity>,
 }
 
 type HttpResponse = http::Response<tonic::body::Body>;
@@ -400,6 +448,8 @@ where
     type Future = Pin<Box<dyn Future<Output = Result<HttpResponse, Infallible>> + Send>>;
 
     fn call(&self, req: http::Request<hyper::body::Incoming>) -> Self::Future {
+        // Every request is activity; one refused at once closes again here.
+        let open = self.activity.begin();
         let zap_wire = match req.headers().get(CONTENT_TYPE).map(HeaderValue::as_bytes) {
             Some(b"application/grpc+zap") => true,
             Some(ct) if is_protobuf(ct) => false,
@@ -459,6 +509,7 @@ where
             }),
             ok_trailers: Mutex::new(None),
             broken: AtomicBool::new(false),
+            _open: open,
         });
         let req = req.map(|body| RequestBody {
             inner: body,
