@@ -167,6 +167,18 @@ async fn every_call_kind<C: zap::CallChannel>(c: CalcClient<C>) {
     assert_eq!(c.blob_len(blob).await.unwrap().into_inner().value, 1002);
 }
 
+/// A gRPC channel (HTTP/2, ZAP messages) to the server on `port`.
+#[cfg(feature = "grpc")]
+async fn grpc_zap_channel(port: u16) -> zap::grpc::GrpcChannel {
+    let tonic =
+        zap::grpc::tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{port}"))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+    zap::grpc::GrpcChannel::zap(tonic)
+}
+
 /// A `#[zap::service]` (no `.proto`, so no protobuf form) served over
 /// HTTP/2 gRPC with ZAP messages (`application/grpc+zap`) on the same
 /// port as ZAP, called by the same generated client over a `GrpcChannel`.
@@ -179,13 +191,7 @@ async fn a_macro_service_is_served_over_grpc_with_zap_messages() {
     let router = Router::new().add_service(CalcServer::new(Impl)).unwrap();
     assert!(router.protobuf().is_empty());
     tokio::spawn(Server::builder().grpc(router.protobuf()).serve(l, router));
-    let tonic =
-        zap::grpc::tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{port}"))
-            .unwrap()
-            .connect()
-            .await
-            .unwrap();
-    let c = CalcClient::new(zap::grpc::GrpcChannel::zap(tonic));
+    let c = CalcClient::new(grpc_zap_channel(port).await);
     every_call_kind(c.clone()).await;
     let e = c.fail(Num::default()).await.unwrap_err();
     assert_eq!(e.code(), Code::FAILED_PRECONDITION);
@@ -236,13 +242,7 @@ async fn idle_http2_connections_are_closed_but_not_under_a_call() {
     assert!(kinds.contains(&7), "no GOAWAY among frames {kinds:?}");
 
     // A bidi call open across several idle timeouts keeps its connection.
-    let tonic =
-        zap::grpc::tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{port}"))
-            .unwrap()
-            .connect()
-            .await
-            .unwrap();
-    let c = CalcClient::new(zap::grpc::GrpcChannel::zap(tonic));
+    let c = CalcClient::new(grpc_zap_channel(port).await);
     let (tx, rx) = tokio::sync::mpsc::channel::<Num>(4);
     let nums =
         futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|n| (n, rx)) });
