@@ -115,6 +115,11 @@ async fn listener(t: Transport, limits: Limits, client_ca: bool) -> AnyListener 
     }
 }
 
+/// A server whose listener and connections both run under `limits`.
+async fn start_limited(t: Transport, router: Router, limits: Limits) -> Env {
+    start_with(t, router, Server::builder().limits(limits.clone()), limits).await
+}
+
 async fn start_with(t: Transport, router: Router, server: Server, limits: Limits) -> Env {
     let l = listener(t, limits, false).await;
     let url = t.client_url(&l.local_url());
@@ -903,7 +908,7 @@ async fn max_concurrent_streams_refused(t: Transport) {
         }
     });
     let limits = Limits::default().with_max_concurrent_streams(2);
-    let env = start_with(t, router, Server::builder().limits(limits.clone()), limits).await;
+    let env = start_limited(t, router, limits).await;
     let ch = env.channel();
     let held: Vec<_> = (0..2)
         .map(|_| {
@@ -962,13 +967,7 @@ async fn max_concurrent_streams_refused(t: Transport) {
 
 async fn silent_client_is_closed(t: Transport) {
     let limits = Limits::default().with_handshake_timeout(Duration::from_millis(300));
-    let env = start_with(
-        t,
-        echo_router(),
-        Server::builder().limits(limits.clone()),
-        limits,
-    )
-    .await;
+    let env = start_limited(t, echo_router(), limits).await;
     // Connects (TLS done) and says nothing: closed after the handshake timeout.
     let mut raw = env.raw(false).await;
     assert!(raw.closed_by_server().await, "silent client kept open");
@@ -977,13 +976,7 @@ async fn silent_client_is_closed(t: Transport) {
 
 async fn idle_connection_is_closed(t: Transport) {
     let limits = Limits::default().with_idle_timeout(Duration::from_millis(300));
-    let env = start_with(
-        t,
-        echo_router(),
-        Server::builder().limits(limits.clone()),
-        limits,
-    )
-    .await;
+    let env = start_limited(t, echo_router(), limits).await;
     // A connection past its SETTINGS that opens no call: closed as idle
     // (the handshake timeout, 10 s, is far off).
     let mut raw = env.raw(true).await;
