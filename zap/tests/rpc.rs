@@ -343,6 +343,7 @@ for_each_transport!(
     silent_client_is_closed,
     idle_connection_is_closed,
     graceful_shutdown,
+    shutdown_ends_with_the_last_call,
     tower_layers_on_both_sides,
 );
 
@@ -1063,6 +1064,34 @@ async fn graceful_shutdown(t: Transport) {
     assert!(started.elapsed() < Duration::from_secs(8));
     let e = hanging.await.unwrap().unwrap_err();
     assert_eq!(e.code(), Code::UNAVAILABLE, "{e}");
+}
+
+/// A draining connection closes as soon as its last call is done, not at
+/// the drain deadline, and the server's shutdown completes then.
+async fn shutdown_ends_with_the_last_call(t: Transport) {
+    let router = echo_router().unary("/test.Slow/Half", |req: Request<Bytes>| async move {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        Ok(Response::new(req.into_inner()))
+    });
+    let server = Server::builder().drain_timeout(Duration::from_secs(60));
+    let mut env = start_with(t, router, server, Limits::default()).await;
+    let ch = env.channel();
+    let inflight = tokio::spawn({
+        let ch = ch.clone();
+        async move {
+            ch.unary("/test.Slow/Half", Request::new(Bytes::from_static(b"done")))
+                .await
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let _ = env.shutdown.take().unwrap().send(());
+    let r = inflight.await.unwrap().unwrap();
+    assert_eq!(r.get_ref(), &Bytes::from_static(b"done"));
+    // Far from the 60 s deadline: the connection closed with its call.
+    tokio::time::timeout(Duration::from_secs(10), env.served.take().unwrap())
+        .await
+        .expect("shutdown waited for the drain deadline")
+        .unwrap();
 }
 
 async fn tower_layers_on_both_sides(t: Transport) {

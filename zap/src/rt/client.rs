@@ -170,7 +170,7 @@ impl ClientConn {
     /// are done.
     fn retire(&self) {
         match self {
-            ClientConn::Mux(shared) => shared.lock().retire(),
+            ClientConn::Mux(shared) => shared.lock().retire("client done"),
             #[cfg(feature = "quic")]
             ClientConn::Quic(q) => q.retire(),
         }

@@ -198,8 +198,9 @@ pub(crate) struct Inner {
     /// earlier timer (a new call's deadline, the idle timer).
     timer_at: Option<Instant>,
     pub(crate) error: Option<ConnError>,
-    /// Close the connection once no call is left (its client went away).
-    close_when_idle: bool,
+    /// Close the connection once no call is left (its client went away, or
+    /// its server is shutting down), saying this.
+    close_when_idle: Option<&'static str>,
     open_waiters: Vec<Waker>,
     pub(crate) new_calls: Vec<NewCall>,
 }
@@ -223,7 +224,7 @@ impl Shared {
                 spill: Vec::new(),
                 timer_at: None,
                 error: None,
-                close_when_idle: false,
+                close_when_idle: None,
                 open_waiters: Vec::new(),
                 new_calls: Vec::new(),
             }),
@@ -415,14 +416,16 @@ impl Inner {
         false
     }
 
-    /// No new calls will be made on this connection: announce it to the
-    /// peer and close once the calls in flight are done.
-    pub(crate) fn retire(&mut self) {
-        if self.close_when_idle || self.conn.is_closed() {
+    /// No new calls will be made on this connection (its client is done,
+    /// or its server shuts down): announce it to the peer with `why` and
+    /// close once the calls in flight are done. A server's GOAWAY also
+    /// refuses the calls the client opens from now on (§10).
+    pub(crate) fn retire(&mut self, why: &'static str) {
+        if self.close_when_idle.is_some() || self.conn.is_closed() {
             return;
         }
-        self.close_when_idle = true;
-        self.conn.goaway("client done");
+        self.close_when_idle = Some(why);
+        self.conn.goaway(why);
         self.wake_driver();
     }
 
@@ -659,7 +662,7 @@ impl Inner {
     /// A retired connection whose last call just ended must close: the
     /// driver decides that, so it is woken.
     fn check_idle(&mut self) {
-        if self.close_when_idle && self.calls.is_empty() {
+        if self.close_when_idle.is_some() && self.calls.is_empty() {
             self.wake_driver();
         }
     }
@@ -1058,8 +1061,11 @@ impl Future for Driver {
                 io.start_calls(shared, &mut spawn, cx);
                 inner = shared.lock();
             }
-            if inner.close_when_idle && inner.calls.is_empty() && !inner.conn.is_closed() {
-                inner.conn.close_connection(Reason::NO_ERROR, "client done");
+            if let Some(why) = inner.close_when_idle
+                && inner.calls.is_empty()
+                && !inner.conn.is_closed()
+            {
+                inner.conn.close_connection(Reason::NO_ERROR, why);
                 inner.dispatch();
             }
             // A caller's unwritten rest goes first.

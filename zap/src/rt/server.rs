@@ -23,6 +23,10 @@ use crate::metadata::Metadata;
 use crate::proto::{CloseHead, Connection, OpenHead, Reason};
 use crate::status::{Code, Status};
 
+/// What a shutting-down server's GOAWAY says (and the close that follows
+/// once a connection's calls are done).
+const SHUTTING_DOWN: &str = "server shutting down";
+
 /// Errors a server's service may return, mapped to a status.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -710,13 +714,19 @@ impl Server {
                             let proto = Connection::server(proto_config(&limits), Instant::now());
                             let shared = Shared::new(proto, peer);
                             let key = conns.insert(shared.clone());
+                            // Shutdown retires the connections in `conns`
+                            // after raising `stop`: one inserted since then
+                            // sees the flag.
+                            if *stop.borrow() {
+                                shared.lock().retire(SHUTTING_DOWN);
+                            }
                             #[allow(unused_mut)]
-                            let mut driver = Driver::new(shared.clone(), stream, Some(spawner(service)), Some(guard));
+                            let mut driver = Driver::new(shared, stream, Some(spawner(service)), Some(guard));
                             #[cfg(feature = "grpc")]
                             if let Some(first) = read_ahead {
                                 driver = driver.read_ahead(&[first]);
                             }
-                            watch_shutdown(driver, shared, stop).await;
+                            driver.await;
                             conns.remove(key);
                         });
                     }
@@ -733,6 +743,10 @@ impl Server {
         }
         drop(listener);
         let _ = stop_tx.send(true);
+        // GOAWAY on every connection; each closes once its calls are done.
+        for shared in conns.all() {
+            shared.lock().retire(SHUTTING_DOWN);
+        }
         let zap = drain(&conns, self.drain_timeout, |shared| {
             close_now(shared, Reason::NO_ERROR, "server shut down");
         });
@@ -807,35 +821,6 @@ async fn sniff(
 
 fn is_resource_error(e: &std::io::Error) -> bool {
     matches!(e.raw_os_error(), Some(23 | 24)) // ENFILE, EMFILE
-}
-
-/// Runs a connection's driver; on shutdown, sends GOAWAY and keeps driving
-/// until the connection ends (the server closes it at the drain deadline).
-async fn watch_shutdown(driver: Driver, shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
-    let mut driver = std::pin::pin!(driver);
-    tokio::select! {
-        _ = &mut driver => return,
-        _ = stop.wait_for(|s| *s) => {}
-    }
-    {
-        let mut inner = shared.lock();
-        inner.conn.goaway("server shutting down");
-        inner.wake_driver();
-    }
-    // Close as soon as no call is left.
-    let idle = async {
-        loop {
-            if shared.lock().calls.is_empty() {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    };
-    tokio::select! {
-        _ = &mut driver => return,
-        _ = idle => close_now(&shared, Reason::NO_ERROR, "drained"),
-    }
-    driver.await;
 }
 
 /// The connections a server is serving, for shutdown.
