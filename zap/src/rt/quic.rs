@@ -282,6 +282,9 @@ enum Fail {
 
 /// Chunks one read takes from a QUIC stream.
 const READ_CHUNKS: usize = 4;
+/// How long a drained server connection waits for its client to close it
+/// (PROTOCOL.md §11) before closing it itself.
+const DRAINED_CLOSE_GRACE: Duration = Duration::from_secs(1);
 
 /// Reads §3 frames from a QUIC stream, checking each length against
 /// `MAX_FRAME` before keeping any of it.
@@ -977,7 +980,13 @@ async fn read_control(q: &QConn, mut reader: FrameReader) {
     loop {
         let frame = poll_fn(|cx| reader.poll_frame(cx, Framing::QuicControl, &q.local)).await;
         match frame {
-            Ok(Some(Frame::GoAway { .. })) => lock(&q.state).goaway = true,
+            // No new calls, and the connection closes with its last one:
+            // the client closes, once it has every answer (a server that
+            // closed first could cut off answers still unacknowledged).
+            Ok(Some(Frame::GoAway { .. })) => {
+                lock(&q.state).goaway = true;
+                q.retire();
+            }
             Ok(Some(_)) => return q.fail(Reason::PROTOCOL_ERROR, "SETTINGS sent twice"),
             Ok(None) | Err(Fail::Reset(_)) => {
                 return q.fail(Reason::PROTOCOL_ERROR, "control stream ended");
@@ -1177,12 +1186,19 @@ async fn serve_connection<S>(
     let mut stopping = std::pin::pin!(async move {
         let _ = stop.wait_for(|s| *s).await;
     });
+    // Draining with no call left: the client closes once it has read the
+    // last answers; past this grace the server closes (CONNECTION_CLOSE
+    // drops stream data not yet acknowledged, so it does not go first).
+    let mut grace = std::pin::pin!(tokio::time::sleep(Duration::ZERO));
+    let mut waiting_close = false;
     loop {
         // Created before the check: it sees every `notify_waiters` after.
         let idle = q.idle.notified();
-        if draining && q.open_calls() == 0 {
-            q.fail(Reason::NO_ERROR, "drained");
-            break;
+        if draining && !waiting_close && q.open_calls() == 0 {
+            waiting_close = true;
+            grace
+                .as_mut()
+                .reset(tokio::time::Instant::now() + DRAINED_CLOSE_GRACE);
         }
         tokio::select! {
             biased;
@@ -1190,7 +1206,11 @@ async fn serve_connection<S>(
                 draining = true;
                 q.goaway(last, "server shutting down").await;
             }
-            _ = idle, if draining => {}
+            _ = &mut grace, if waiting_close => {
+                q.fail(Reason::NO_ERROR, "drained");
+                break;
+            }
+            _ = idle, if draining && !waiting_close => {}
             stream = q.connection.accept_bi() => {
                 let Ok((send, recv)) = stream else { break };
                 if draining {
