@@ -1004,29 +1004,54 @@ async fn idle_connection_is_closed(t: Transport) {
     env.stop().await;
 }
 
+/// A `/test.Slow/Half` call in flight on its own task: its handler
+/// echoes "done" after a while.
+fn slow_echo_call(ch: &Channel) -> tokio::task::JoinHandle<Result<Response<Bytes>, Status>> {
+    let ch = ch.clone();
+    tokio::spawn(async move {
+        ch.unary("/test.Slow/Half", Request::new(Bytes::from_static(b"done")))
+            .await
+    })
+}
+
+/// During shutdown: the slow call ends well, then the server's serving
+/// ends (`why` says what a timeout means).
+async fn slow_call_then_served(
+    inflight: tokio::task::JoinHandle<Result<Response<Bytes>, Status>>,
+    env: &mut Env,
+    why: &str,
+) {
+    let r = inflight.await.unwrap().unwrap();
+    assert_eq!(r.get_ref(), &Bytes::from_static(b"done"));
+    tokio::time::timeout(Duration::from_secs(10), env.served.take().unwrap())
+        .await
+        .expect(why)
+        .unwrap();
+}
+
+/// Routes `/test.Slow/Half`: echoes after `delay`.
+fn with_slow_echo(router: Router, delay: Duration) -> Router {
+    router.unary("/test.Slow/Half", move |req: Request<Bytes>| async move {
+        tokio::time::sleep(delay).await;
+        Ok(Response::new(req.into_inner()))
+    })
+}
+
 async fn graceful_shutdown(t: Transport) {
-    let router = echo_router()
-        .unary("/test.Slow/Half", |req: Request<Bytes>| async move {
-            tokio::time::sleep(Duration::from_millis(400)).await;
-            Ok(Response::new(req.into_inner()))
-        })
-        .unary("/test.Slow/Hang", |_req: Request<Bytes>| async move {
+    let router = with_slow_echo(echo_router(), Duration::from_millis(400)).unary(
+        "/test.Slow/Hang",
+        |_req: Request<Bytes>| async move {
             std::future::pending::<()>().await;
             Ok(Response::new(Bytes::new()))
-        });
+        },
+    );
     let server = Server::builder().drain_timeout(Duration::from_millis(1500));
     let mut env = start_with(t, router, server, Limits::default()).await;
     let ch = env.channel();
     ch.unary("/test.Echo/Unary", Request::new(Bytes::new()))
         .await
         .unwrap();
-    let inflight = tokio::spawn({
-        let ch = ch.clone();
-        async move {
-            ch.unary("/test.Slow/Half", Request::new(Bytes::from_static(b"done")))
-                .await
-        }
-    });
+    let inflight = slow_echo_call(&ch);
     let hanging = tokio::spawn({
         let ch = ch.clone();
         async move {
@@ -1053,14 +1078,9 @@ async fn graceful_shutdown(t: Transport) {
     .await
     .expect("new calls were still accepted during shutdown");
     assert_eq!(refused.code(), Code::UNAVAILABLE, "{refused}");
-    // The call in flight finishes.
-    let r = inflight.await.unwrap().unwrap();
-    assert_eq!(r.get_ref(), &Bytes::from_static(b"done"));
-    // Shutdown completes by the drain deadline although a handler hangs.
-    tokio::time::timeout(Duration::from_secs(10), env.served.take().unwrap())
-        .await
-        .expect("shutdown did not complete")
-        .unwrap();
+    // The call in flight finishes, and shutdown completes by the drain
+    // deadline although a handler hangs.
+    slow_call_then_served(inflight, &mut env, "shutdown did not complete").await;
     assert!(started.elapsed() < Duration::from_secs(8));
     let e = hanging.await.unwrap().unwrap_err();
     assert_eq!(e.code(), Code::UNAVAILABLE, "{e}");
@@ -1069,29 +1089,14 @@ async fn graceful_shutdown(t: Transport) {
 /// A draining connection closes as soon as its last call is done, not at
 /// the drain deadline, and the server's shutdown completes then.
 async fn shutdown_ends_with_the_last_call(t: Transport) {
-    let router = echo_router().unary("/test.Slow/Half", |req: Request<Bytes>| async move {
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        Ok(Response::new(req.into_inner()))
-    });
+    let router = with_slow_echo(echo_router(), Duration::from_millis(300));
     let server = Server::builder().drain_timeout(Duration::from_secs(60));
     let mut env = start_with(t, router, server, Limits::default()).await;
-    let ch = env.channel();
-    let inflight = tokio::spawn({
-        let ch = ch.clone();
-        async move {
-            ch.unary("/test.Slow/Half", Request::new(Bytes::from_static(b"done")))
-                .await
-        }
-    });
+    let inflight = slow_echo_call(&env.channel());
     tokio::time::sleep(Duration::from_millis(100)).await;
     let _ = env.shutdown.take().unwrap().send(());
-    let r = inflight.await.unwrap().unwrap();
-    assert_eq!(r.get_ref(), &Bytes::from_static(b"done"));
     // Far from the 60 s deadline: the connection closed with its call.
-    tokio::time::timeout(Duration::from_secs(10), env.served.take().unwrap())
-        .await
-        .expect("shutdown waited for the drain deadline")
-        .unwrap();
+    slow_call_then_served(inflight, &mut env, "shutdown waited for the drain deadline").await;
 }
 
 async fn tower_layers_on_both_sides(t: Transport) {
