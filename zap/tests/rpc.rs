@@ -151,7 +151,11 @@ impl Env {
     }
 
     fn channel(&self) -> Channel {
-        let mut b = Channel::builder(self.url.clone());
+        self.channel_with(Limits::default())
+    }
+
+    fn channel_with(&self, limits: Limits) -> Channel {
+        let mut b = Channel::builder(self.url.clone()).limits(limits);
         if self.transport.tls() {
             b = b.tls(self.client_tls());
         }
@@ -338,6 +342,7 @@ for_each_transport!(
     dropping_a_call_cancels_the_handler,
     metadata_round_trips,
     errors_and_unimplemented,
+    responses_beyond_the_clients_limit_are_refused,
     hostile_bytes_close_only_that_connection,
     max_concurrent_streams_refused,
     silent_client_is_closed,
@@ -798,6 +803,36 @@ async fn metadata_round_trips(t: Transport) {
         s.trailers().unwrap().get_bin("end-bin").unwrap().as_ref(),
         &[9]
     );
+    env.stop().await;
+}
+
+/// A response larger than the client's MAX_MESSAGE is not sent: the call
+/// ends with `RESOURCE_EXHAUSTED` instead, whether the handler answered at
+/// once (a unary call) or after reading a stream, and the connection
+/// goes on serving.
+async fn responses_beyond_the_clients_limit_are_refused(t: Transport) {
+    let env = start(t, echo_router()).await;
+    // A 70 KiB frame limit makes the client announce a 6 KiB MAX_MESSAGE.
+    let ch = env.channel_with(Limits::default().with_max_frame(70 << 10));
+    let big = Bytes::from(vec![1u8; 10_000]);
+    let e = ch
+        .unary("/test.Echo/Unary", Request::new(big.clone()))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::RESOURCE_EXHAUSTED, "{e}");
+    let e = ch
+        .client_streaming(
+            "/test.Echo/Concat",
+            Request::new(futures_util::stream::iter([big])),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::RESOURCE_EXHAUSTED, "{e}");
+    let small = ch
+        .unary("/test.Echo/Unary", Request::new(Bytes::from_static(b"ok")))
+        .await
+        .unwrap();
+    assert_eq!(small.get_ref().as_ref(), b"ok");
     env.stop().await;
 }
 

@@ -1075,18 +1075,20 @@ impl Connection {
     }
 
     /// Server: ends a call with a status, optionally carrying headers and a
-    /// final message (a unary response is one frame).
+    /// final message (a unary response is one frame). The message is taken
+    /// when the call closes; on an error it stays in `message` (to send
+    /// once the window opens, after [`SendError::Blocked`]).
     pub fn close(
         &mut self,
         id: u32,
         head: &CloseHead,
         headers: Option<&Metadata>,
-        message: Option<Bytes>,
+        message: &mut Option<Bytes>,
     ) -> Result<(), SendError> {
         if self.phase == Phase::Closed {
             return Err(SendError::Closed);
         }
-        if let Some(m) = &message {
+        if let Some(m) = &*message {
             self.check_size(m.len())?;
             let conn_open = self.conn_send > 0;
             let s = self.streams.get_mut(&id).ok_or(SendError::NoStream)?;
@@ -1111,9 +1113,10 @@ impl Connection {
                 "response metadata exceeds the client's MAX_METADATA",
             );
             self.out.close(id, &head, None, None);
+            message.take();
             return Ok(());
         }
-        self.out.close(id, head, headers, message);
+        self.out.close(id, head, headers, message.take());
         Ok(())
     }
 

@@ -187,7 +187,7 @@ fn unary_call_is_one_frame_each_way() {
             id,
             &trailers,
             Some(&headers),
-            Some(Bytes::from_static(b"pong")),
+            &mut Some(Bytes::from_static(b"pong")),
         )
         .unwrap();
     p.drive();
@@ -223,7 +223,7 @@ fn server_streaming() {
     for i in 0..3u8 {
         p.server.send(id, Bytes::from(vec![i]), false).unwrap();
     }
-    p.server.close(id, &ok(), None, None).unwrap();
+    p.server.close(id, &ok(), None, &mut None).unwrap();
     p.drive();
     let ev = p.client_events();
     assert_eq!(ev.len(), 5);
@@ -263,7 +263,7 @@ fn client_streaming_and_end() {
     assert!(matches!(&ev[3], Event::Message { message, end: false, .. } if message[..] == [2]));
     assert_eq!(ev[4], Event::End { id });
     p.server
-        .close(id, &ok(), None, Some(Bytes::from_static(b"sum")))
+        .close(id, &ok(), None, &mut Some(Bytes::from_static(b"sum")))
         .unwrap();
     p.drive();
     assert!(
@@ -348,7 +348,7 @@ fn cancel_reaches_the_server() {
         }]
     );
     assert_eq!(
-        p.server.close(id, &ok(), None, None),
+        p.server.close(id, &ok(), None, &mut None),
         Err(SendError::NoStream)
     );
     assert!(p.client_events().is_empty());
@@ -459,7 +459,7 @@ fn bad_call_input_fails_only_that_call() {
     let id = p.client.open(&head("/s/M"), None, true, p.now).unwrap();
     p.drive();
     p.server_events();
-    p.server.close(id, &ok(), None, None).unwrap();
+    p.server.close(id, &ok(), None, &mut None).unwrap();
     for _ in 0..5000 {
         p.raw_to_server(&raw(5, 0, id, &1u32.to_le_bytes()));
     }
@@ -534,7 +534,7 @@ fn goaway_drains() {
         Err(SendError::Closed)
     );
     // The call in flight still completes.
-    p.server.close(first, &ok(), None, None).unwrap();
+    p.server.close(first, &ok(), None, &mut None).unwrap();
     p.drive();
     assert!(
         matches!(&p.client_events()[..], [Event::Close { id, head, .. }] if *id == first && head.code == Code::OK)

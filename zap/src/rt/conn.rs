@@ -174,6 +174,12 @@ impl Slot {
 pub(crate) struct NewCall {
     pub(crate) id: u32,
     pub(crate) head: OpenHead,
+    /// The request, when it came whole with the OPEN (one message and the
+    /// end) to a method the server takes such requests for directly
+    /// (`Spawner::takes_whole`). The call then has no slot yet: the
+    /// starter answers it at once, or makes it one. Its window credit is
+    /// still to be returned (`Connection::consumed`).
+    pub(crate) request: Option<Bytes>,
 }
 
 pub(crate) struct Inner {
@@ -203,6 +209,9 @@ pub(crate) struct Inner {
     close_when_idle: Option<&'static str>,
     open_waiters: Vec<Waker>,
     pub(crate) new_calls: Vec<NewCall>,
+    /// Server: the methods whose whole requests go to their starter
+    /// directly (see `NewCall::request`).
+    takes_whole: Option<TakesWhole>,
 }
 
 /// The state shared by a connection's driver and its calls.
@@ -227,6 +236,7 @@ impl Shared {
                 close_when_idle: None,
                 open_waiters: Vec::new(),
                 new_calls: Vec::new(),
+                takes_whole: None,
             }),
             peer: Arc::new(peer),
         })
@@ -446,15 +456,23 @@ impl Inner {
                     message,
                     end,
                 } => {
-                    let mut slot = Slot::default();
-                    if let Some(m) = message {
-                        slot.items.push(Item::Message(m));
-                    }
-                    if end {
-                        slot.items.push(Item::End);
-                    }
-                    self.calls.insert(id, slot);
-                    self.new_calls.push(NewCall { id, head });
+                    let whole = end
+                        && message.is_some()
+                        && self.takes_whole.as_ref().is_some_and(|f| f(&head.method));
+                    let request = if whole {
+                        message
+                    } else {
+                        let mut slot = Slot::default();
+                        if let Some(m) = message {
+                            slot.items.push(Item::Message(m));
+                        }
+                        if end {
+                            slot.items.push(Item::End);
+                        }
+                        self.calls.insert(id, slot);
+                        None
+                    };
+                    self.new_calls.push(NewCall { id, head, request });
                 }
                 Event::Message { id, message, end } => {
                     if let Some(s) = self.calls.get_mut(&id) {
@@ -618,6 +636,18 @@ impl Inner {
         Some(m)
     }
 
+    /// Server: gives call `id`, started from a whole request
+    /// (`NewCall::request`), the slot it needs to wait in (for its handler,
+    /// or for the window to send its answer). `false` if the call is over
+    /// already (cancelled, or its connection closed).
+    pub(crate) fn adopt(&mut self, id: u32) -> bool {
+        if self.error.is_some() || !self.conn.is_open(id) {
+            return false;
+        }
+        self.calls.insert(id, Slot::default());
+        true
+    }
+
     /// Registers the sender of call `id` to be woken when it may send.
     pub(crate) fn wait_send(&mut self, id: u32, cx: &mut Context<'_>) {
         if let Some(s) = self.calls.get_mut(&id) {
@@ -668,9 +698,19 @@ impl Inner {
     }
 }
 
-/// Starts the handlers of new server calls: one per connection, given by
+/// Which methods take a request that came whole with its OPEN directly.
+pub(crate) type TakesWhole = Box<dyn Fn(&[u8]) -> bool + Send>;
+
+/// Starts one call; runs on the driver, outside the lock.
+pub(crate) type StartCall = Box<dyn FnMut(&Arc<Shared>, NewCall, &mut Context<'_>) + Send>;
+
+/// How a server connection starts its calls: one per connection, given by
 /// the server.
-pub(crate) type Spawner = Box<dyn FnMut(&Arc<Shared>, NewCall, &mut Context<'_>) + Send>;
+pub(crate) struct Spawner {
+    /// The methods whose whole requests skip the slot (`NewCall::request`).
+    pub(crate) takes_whole: TakesWhole,
+    pub(crate) start: StartCall,
+}
 
 /// Drives one connection: reads, dispatches, writes, runs timers. Ends
 /// when the connection is closed and its last bytes are written.
@@ -719,7 +759,7 @@ struct Io {
     timer_polled: bool,
     read_done: bool,
     needs_flush: bool,
-    spawner: Option<Spawner>,
+    spawner: Option<StartCall>,
     spawn: Vec<NewCall>,
     /// Reading pauses while this much output waits for the socket. Message
     /// output is bounded by the peer's windows (its connection window plus
@@ -750,7 +790,15 @@ impl Driver {
     ) -> Driver {
         let (reader, writer) = split(stream);
         let writer = writer.map(|w| Arc::new(WriterCell(Mutex::new(Some(w)))));
-        shared.lock().direct = writer.clone();
+        let (takes_whole, spawner) = match spawner {
+            Some(s) => (Some(s.takes_whole), Some(s.start)),
+            None => (None, None),
+        };
+        {
+            let mut inner = shared.lock();
+            inner.direct = writer.clone();
+            inner.takes_whole = takes_whole;
+        }
         Driver {
             shared,
             io: Io {

@@ -205,9 +205,10 @@ impl Link {
         match self {
             Link::Mux { shared, id } => {
                 let id = *id;
+                let mut message = message;
                 poll_fn(|cx| {
                     let mut inner = shared.lock();
-                    match inner.conn.close(id, head, headers, message.clone()) {
+                    match inner.conn.close(id, head, headers, &mut message) {
                         Ok(()) => {
                             inner.flush();
                             Poll::Ready(())
@@ -218,7 +219,7 @@ impl Link {
                         }
                         Err(SendError::TooLarge { .. }) => {
                             let head = too_large_close();
-                            if inner.conn.close(id, &head, None, None).is_ok() {
+                            if inner.conn.close(id, &head, None, &mut None).is_ok() {
                                 inner.flush();
                             }
                             Poll::Ready(())
@@ -277,7 +278,7 @@ impl Link {
                     && inner.conn.is_open(*id)
                 {
                     let head = close_head_of(&unfinished_status(r));
-                    if inner.conn.close(*id, &head, None, None).is_ok() {
+                    if inner.conn.close(*id, &head, None, &mut None).is_ok() {
                         inner.flush();
                     }
                 }

@@ -17,10 +17,10 @@ use zap_transport::{Listener, PeerInfo};
 
 use super::call::{Inbox, Method, Request, Response, Streaming};
 use super::conn::{Driver, NewCall, Shared, Spawner, close_now};
-use super::link::Link;
+use super::link::{Link, too_large_close};
 use super::proto_config;
 use crate::metadata::Metadata;
-use crate::proto::{CloseHead, Connection, OpenHead, Reason};
+use crate::proto::{CloseHead, Connection, OpenHead, Reason, SendError};
 use crate::status::{Code, Status};
 
 /// What a shutting-down server's GOAWAY says (and the close that follows
@@ -151,13 +151,63 @@ fn merge(mut trailers: Metadata, extra: &Metadata) -> Metadata {
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 type Handler = Arc<dyn Fn(ServerCall) -> BoxFuture<Result<(), Infallible>> + Send + Sync>;
+type UnaryFn =
+    Arc<dyn Fn(Request<Bytes>) -> BoxFuture<Result<Response<Bytes>, Status>> + Send + Sync>;
 type BoxStream = Pin<Box<dyn Stream<Item = Result<Bytes, Status>> + Send>>;
+
+/// What a method path routes to.
+#[derive(Clone)]
+enum Route {
+    /// Runs a call of any kind, given as a [`ServerCall`].
+    Call(Handler),
+    /// A unary method: `call` as above, and the user's function alone,
+    /// which a connection serving the bare router runs on a request that
+    /// came whole, without a `ServerCall` (see [`spawner`]).
+    Unary { call: Handler, run: UnaryFn },
+}
+
+impl Route {
+    fn call(&self) -> &Handler {
+        match self {
+            Route::Call(h) | Route::Unary { call: h, .. } => h,
+        }
+    }
+}
+
+/// Hashes method paths for the route table: FxHash's word-at-a-time
+/// mixing. The table holds only the server's own paths, so a client's
+/// chosen path cannot make it degrade (there is nothing to flood), and
+/// SipHash's cost per call buys nothing here.
+#[derive(Clone, Copy, Default)]
+struct PathHasher(u64);
+
+impl std::hash::Hasher for PathHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        const K: u64 = 0x51_7c_c1_b7_27_22_0a_95;
+        let mut h = self.0;
+        let mut words = bytes.chunks_exact(8);
+        for w in &mut words {
+            let w = u64::from_le_bytes(w.try_into().unwrap_or_default());
+            h = (h.rotate_left(5) ^ w).wrapping_mul(K);
+        }
+        for &b in words.remainder() {
+            h = (h.rotate_left(5) ^ u64::from(b)).wrapping_mul(K);
+        }
+        self.0 = h;
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+type Routes = HashMap<Bytes, Route, std::hash::BuildHasherDefault<PathHasher>>;
 
 /// Routes calls by method path to handlers. A `tower::Service<ServerCall>`;
 /// unknown methods get `UNIMPLEMENTED`.
 #[derive(Clone, Default)]
 pub struct Router {
-    routes: Arc<HashMap<Bytes, Handler>>,
+    routes: Arc<Routes>,
     duplicates: Vec<String>,
     /// Methods with a protobuf form, for the gRPC fallback.
     #[cfg(feature = "grpc")]
@@ -194,10 +244,10 @@ impl Router {
         Self::default()
     }
 
-    fn add(mut self, path: impl Into<Method>, handler: Handler) -> Self {
+    fn add(mut self, path: impl Into<Method>, route: Route) -> Self {
         let path = path.into();
         let routes = Arc::make_mut(&mut self.routes);
-        if routes.insert(path.0.clone(), handler).is_some() {
+        if routes.insert(path.0.clone(), route).is_some() {
             self.duplicates.push(path.as_str().to_owned());
         }
         self
@@ -256,16 +306,7 @@ impl Router {
         G: Fn(ServerCall) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = ()> + Send + 'static,
     {
-        self.add(
-            path,
-            Arc::new(move |call: ServerCall| {
-                let fut = run(call);
-                Box::pin(async move {
-                    fut.await;
-                    Ok(())
-                })
-            }),
-        )
+        self.add(path, Route::Call(handler(run)))
     }
 
     /// A unary method.
@@ -275,14 +316,17 @@ impl Router {
         Fut: Future<Output = Result<Response<Bytes>, Status>> + Send + 'static,
     {
         let f = Arc::new(f);
-        self.route(path, move |call| {
+        let g = f.clone();
+        let call = handler(move |call| {
             let f = f.clone();
             async move {
                 if let Some((req, w)) = single(call).await {
                     respond_unary(w, f(req).await).await;
                 }
             }
-        })
+        });
+        let run: UnaryFn = Arc::new(move |req| Box::pin(g(req)));
+        self.add(path, Route::Unary { call, run })
     }
 
     /// A server-streaming method: one request, a stream of responses.
@@ -335,6 +379,21 @@ impl Router {
             }
         })
     }
+}
+
+/// The route handler that runs `run(call)`.
+fn handler<G, Fut>(run: G) -> Handler
+where
+    G: Fn(ServerCall) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    Arc::new(move |call: ServerCall| {
+        let fut = run(call);
+        Box::pin(async move {
+            fut.await;
+            Ok(())
+        })
+    })
 }
 
 /// Reads the one request message of a unary or server-streaming call; on
@@ -399,7 +458,13 @@ async fn read_single(call: ServerCall) -> Option<(Request<Bytes>, CallWriter)> {
 
 async fn respond_unary(w: CallWriter, r: Result<Response<Bytes>, Status>) {
     // One `CLOSE` either way, built before the one wait.
-    let (head, headers, message) = match r {
+    let (head, headers, message) = unary_close(r);
+    w.link.close(&head, headers.as_ref(), message).await;
+}
+
+/// The one `CLOSE` that answers a unary call: head, headers, message.
+fn unary_close(r: Result<Response<Bytes>, Status>) -> (CloseHead, Option<Metadata>, Option<Bytes>) {
+    match r {
         Ok(resp) => (
             CloseHead {
                 code: Code::OK,
@@ -411,8 +476,7 @@ async fn respond_unary(w: CallWriter, r: Result<Response<Bytes>, Status>) {
             Some(resp.message),
         ),
         Err(s) => (close_head_with(&s, Metadata::new()), None, None),
-    };
-    w.link.close(&head, headers.as_ref(), message).await;
+    }
 }
 
 async fn respond_stream<S>(mut w: CallWriter, r: Result<Response<S>, Status>)
@@ -455,7 +519,7 @@ impl Service<ServerCall> for Router {
 
     fn call(&mut self, call: ServerCall) -> Self::Future {
         match self.routes.get(&call.method.0) {
-            Some(h) => h(call),
+            Some(r) => r.call()(call),
             None => Box::pin(async move {
                 let m = call.method.as_str().to_owned();
                 call.reject(Status::unimplemented(format!("unknown method {m}")))
@@ -858,61 +922,175 @@ impl<T: Clone> ConnSet<T> {
     }
 }
 
-/// Builds the function the drivers use to start each call. The call's
-/// first step runs right away on the connection's task: a handler that
-/// answers without waiting (the common unary case) costs no task and no
-/// hop between tasks, and its response is written in the same turn of the
+/// Builds what the drivers use to start each call. The call's first step
+/// runs right away on the connection's task: a handler that answers
+/// without waiting (the common unary case) costs no task and no hop
+/// between tasks, and its response is written in the same turn of the
 /// driver. A call that has to wait moves to its own task, so it delays
 /// nobody; it is stopped when the call is cancelled.
+///
+/// When the service is a bare [`Router`] (no layers, so nothing needs to
+/// see a [`ServerCall`]), a unary call whose request came whole with its
+/// OPEN (the usual one) takes a shorter way: the driver hands the request
+/// over without a slot, the user's function runs on it, and an answer it
+/// gives at once is closed under one lock. Only a call that has to wait
+/// gets a slot and a task (`start_unary`).
 fn spawner<S>(service: S) -> Spawner
 where
     S: Service<ServerCall, Response = ()> + Clone + Send + 'static,
     S::Error: Into<BoxError>,
     S::Future: Send + 'static,
 {
+    let router = (&service as &dyn std::any::Any)
+        .downcast_ref::<Router>()
+        .cloned();
+    let unary = router.map(|r| r.routes);
+    let takes_whole: super::conn::TakesWhole = match unary.clone() {
+        Some(routes) => {
+            Box::new(move |m: &[u8]| matches!(routes.get(m), Some(Route::Unary { .. })))
+        }
+        None => Box::new(|_: &[u8]| false),
+    };
     // The home of the next call's future: a call that ends in its first
     // step leaves it for the next one, so only calls that wait cost an
     // allocation (their task).
     let mut spare = None;
-    Box::new(
-        move |shared: &Arc<Shared>, nc: NewCall, cx: &mut Context<'_>| {
-            let mut home = spare.take().unwrap_or_else(|| Box::pin(None));
-            let link = Link::Mux {
-                shared: shared.clone(),
-                id: nc.id,
-            };
-            let deadline = nc.head.timeout.and_then(|t| Instant::now().checked_add(t));
-            let call = ServerCall {
-                link: link.clone(),
-                method: Method(nc.head.method),
-                metadata: nc.head.metadata,
-                deadline,
-            };
-            // Each call asks its own clone (a clone that is not ready keeps
-            // its place in whatever queue it waits in), here if it is
-            // ready at once, so the call's future holds only what the
-            // service returned.
-            let mut svc = service.clone();
-            let started = match svc.poll_ready(cx) {
-                Poll::Ready(Ok(())) => Started::Called(svc.call(call)),
-                Poll::Ready(Err(e)) => Started::Failed(e.into()),
-                Poll::Pending => Started::Waiting(svc, call),
-            };
-            home.set(Some(serve_started(started, link)));
-            let pending = home
-                .as_mut()
-                .as_pin_mut()
-                .is_some_and(|call| call.poll(cx).is_pending());
-            if pending {
-                // Wakers registered during this poll point at the driver; the
-                // task's first poll registers its own.
-                tokio::spawn(Homed(home));
-            } else {
-                home.set(None);
-                spare = Some(home);
+    let start = move |shared: &Arc<Shared>, nc: NewCall, cx: &mut Context<'_>| {
+        // A request comes whole only to the unary routes of `unary`
+        // (`takes_whole` looks in the same table, which never changes).
+        if let Some(request) = nc.request
+            && let Some(Route::Unary { run, .. }) =
+                unary.as_ref().and_then(|r| r.get(&nc.head.method))
+        {
+            return start_unary(shared, nc.id, nc.head, request, run, cx);
+        }
+        let mut home = spare.take().unwrap_or_else(|| Box::pin(None));
+        let link = Link::Mux {
+            shared: shared.clone(),
+            id: nc.id,
+        };
+        let deadline = nc.head.timeout.and_then(|t| Instant::now().checked_add(t));
+        let call = ServerCall {
+            link: link.clone(),
+            method: Method(nc.head.method),
+            metadata: nc.head.metadata,
+            deadline,
+        };
+        // Each call asks its own clone (a clone that is not ready keeps
+        // its place in whatever queue it waits in), here if it is
+        // ready at once, so the call's future holds only what the
+        // service returned.
+        let mut svc = service.clone();
+        let started = match svc.poll_ready(cx) {
+            Poll::Ready(Ok(())) => Started::Called(svc.call(call)),
+            Poll::Ready(Err(e)) => Started::Failed(e.into()),
+            Poll::Pending => Started::Waiting(svc, call),
+        };
+        home.set(Some(serve_started(started, link)));
+        let pending = home
+            .as_mut()
+            .as_pin_mut()
+            .is_some_and(|call| call.poll(cx).is_pending());
+        if pending {
+            // Wakers registered during this poll point at the driver; the
+            // task's first poll registers its own.
+            tokio::spawn(Homed(home));
+        } else {
+            home.set(None);
+            spare = Some(home);
+        }
+    };
+    Spawner {
+        takes_whole,
+        start: Box::new(start),
+    }
+}
+
+/// Runs unary call `id` of a bare router on its whole `request`: the
+/// user's function, polled once here; an answer given at once is closed
+/// under one lock. A call that waits (for its handler, or for the window
+/// to send its answer) gets its slot and goes on in a task of its own, as
+/// any call does.
+fn start_unary(
+    shared: &Arc<Shared>,
+    id: u32,
+    head: OpenHead,
+    request: Bytes,
+    run: &UnaryFn,
+    cx: &mut Context<'_>,
+) {
+    let len = request.len();
+    let req = Request {
+        metadata: head.metadata,
+        message: request,
+        deadline: head.timeout.and_then(|t| Instant::now().checked_add(t)),
+        peer: Some(shared.peer.clone()),
+        method: Some(Method(head.method)),
+    };
+    let mut answer = run(req);
+    let r = match answer.as_mut().poll(cx) {
+        Poll::Ready(r) => r,
+        Poll::Pending => {
+            let mut inner = shared.lock();
+            inner.conn.consumed(id, len);
+            if inner.adopt(id) {
+                drop(inner);
+                let link = Link::Mux {
+                    shared: shared.clone(),
+                    id,
+                };
+                let w = CallWriter {
+                    link: link.clone(),
+                    headers_sent: false,
+                };
+                tokio::spawn(serve_alone(link, async move {
+                    respond_unary(w, answer.await).await;
+                }));
             }
-        },
-    )
+            return;
+        }
+    };
+    let (head, headers, mut message) = unary_close(r);
+    let mut inner = shared.lock();
+    inner.conn.consumed(id, len);
+    match inner.conn.close(id, &head, headers.as_ref(), &mut message) {
+        Ok(()) => inner.flush(),
+        Err(SendError::Blocked) => {
+            if inner.adopt(id) {
+                drop(inner);
+                let link = Link::Mux {
+                    shared: shared.clone(),
+                    id,
+                };
+                let l = link.clone();
+                tokio::spawn(serve_alone(link, async move {
+                    l.close(&head, headers.as_ref(), message).await;
+                }));
+            }
+        }
+        Err(SendError::TooLarge { .. }) => {
+            if inner
+                .conn
+                .close(id, &too_large_close(), None, &mut None)
+                .is_ok()
+            {
+                inner.flush();
+            }
+        }
+        Err(_) => {} // cancelled already, or the connection closed
+    }
+}
+
+/// The rest of a call started by [`start_unary`], in its own task: `work`
+/// until it ends or the call is cancelled, then the call's end.
+async fn serve_alone(link: Link, work: impl Future<Output = ()>) {
+    let cancelled = poll_fn(|cx| link.poll_cancelled(cx));
+    let result = tokio::select! {
+        biased;
+        () = work => Ok(Ok(())),
+        code = cancelled => Err(code),
+    };
+    link.end_server_call(result).await;
 }
 
 /// A call's future in its [`spawner`] home, as a task.
@@ -939,6 +1117,7 @@ enum Started<S: Service<ServerCall>> {
 /// Runs the service for one call until it ends or is cancelled, then ends
 /// the call if the service left it open. `deadline` is the one the client
 /// gave (`head.timeout` from when the call arrived).
+#[cfg(any(feature = "quic", feature = "grpc"))]
 pub(crate) async fn serve_call<S>(svc: S, link: Link, head: OpenHead, deadline: Option<Instant>)
 where
     S: Service<ServerCall, Response = ()> + Send,
