@@ -50,6 +50,8 @@ const READ_CHUNK: usize = 64 << 10;
 const MAX_FRAME_HINT: usize = 4 << 20;
 /// Polls that write at once after a yield that gained nothing.
 const DEFER_BACKOFF: u32 = 16;
+/// Output small enough for the driver to write under the connection lock.
+const LOCKED_WRITE_MAX: usize = 16 << 10;
 /// Chunks handed to one vectored write.
 const MAX_IOVECS: usize = 64;
 
@@ -701,8 +703,26 @@ impl Inner {
 /// Which methods take a request that came whole with its OPEN directly.
 pub(crate) type TakesWhole = Box<dyn Fn(&[u8]) -> bool + Send>;
 
-/// Starts one call; runs on the driver, outside the lock.
-pub(crate) type StartCall = Box<dyn FnMut(&Arc<Shared>, NewCall, &mut Context<'_>) + Send>;
+/// Starts one call; runs on the driver, outside the lock. A call answered
+/// at once may leave its answer in the `Vec` instead of closing it itself.
+pub(crate) type StartCall =
+    Box<dyn FnMut(&Arc<Shared>, NewCall, &mut Context<'_>, &mut Vec<Answer>) + Send>;
+
+/// Sends the answers the last calls started left (under the driver's lock,
+/// which it takes anyway for their output), and empties the `Vec`.
+pub(crate) type FinishCalls = fn(&Arc<Shared>, &mut Inner, &mut Vec<Answer>);
+
+/// A server call answered in its first step: the `CLOSE` the driver sends
+/// for it under its next lock (`Spawner::finish`), which saves the call a
+/// lock of its own.
+pub(crate) struct Answer {
+    pub(crate) id: u32,
+    /// The length of the request, whose window credit goes back with it.
+    pub(crate) request_len: usize,
+    pub(crate) head: CloseHead,
+    pub(crate) headers: Option<Metadata>,
+    pub(crate) message: Option<Bytes>,
+}
 
 /// How a server connection starts its calls: one per connection, given by
 /// the server.
@@ -710,6 +730,7 @@ pub(crate) struct Spawner {
     /// The methods whose whole requests skip the slot (`NewCall::request`).
     pub(crate) takes_whole: TakesWhole,
     pub(crate) start: StartCall,
+    pub(crate) finish: FinishCalls,
 }
 
 /// Drives one connection: reads, dispatches, writes, runs timers. Ends
@@ -759,8 +780,9 @@ struct Io {
     timer_polled: bool,
     read_done: bool,
     needs_flush: bool,
-    spawner: Option<StartCall>,
+    spawner: Option<(StartCall, FinishCalls)>,
     spawn: Vec<NewCall>,
+    answers: Vec<Answer>,
     /// Reading pauses while this much output waits for the socket. Message
     /// output is bounded by the peer's windows (its connection window plus
     /// one message, PROTOCOL.md §7), so only output a peer can force without
@@ -791,7 +813,7 @@ impl Driver {
         let (reader, writer) = split(stream);
         let writer = writer.map(|w| Arc::new(WriterCell(Mutex::new(Some(w)))));
         let (takes_whole, spawner) = match spawner {
-            Some(s) => (Some(s.takes_whole), Some(s.start)),
+            Some(s) => (Some(s.takes_whole), Some((s.start, s.finish))),
             None => (None, None),
         };
         {
@@ -816,6 +838,7 @@ impl Driver {
                 needs_flush: false,
                 spawner,
                 spawn: Vec::new(),
+                answers: Vec::new(),
                 read_pause: usize::MAX,
                 close_timer: None,
                 deferred: None,
@@ -1010,6 +1033,42 @@ impl Io {
         Ok(true)
     }
 
+    /// Writes `chunks` now, if they are small and the socket is a split
+    /// plain one that takes them all: `true` if nothing is left. Called
+    /// under the connection lock (see `Driver::poll`); what is not written
+    /// stays in `chunks` for `write`.
+    fn write_locked(&mut self) -> bool {
+        let Some(cell) = &self.writer else {
+            return false;
+        };
+        if self.chunks.iter().map(Bytes::len).sum::<usize>() > LOCKED_WRITE_MAX {
+            return false;
+        }
+        let guard = cell.lock();
+        let Some(w) = guard.as_ref() else {
+            return false;
+        };
+        while !self.chunks.is_empty() {
+            let res = if self.chunks.len() == 1 {
+                w.try_write(&self.chunks[0])
+            } else {
+                let mut iov = [IoSlice::new(&[]); MAX_IOVECS];
+                let n_iov = iovecs(&mut iov, self.chunks.iter());
+                w.try_write_vectored(&iov[..n_iov])
+            };
+            match res {
+                Ok(n) if n > 0 => {
+                    let done = written(self.chunks.iter_mut(), n);
+                    self.chunks.drain(..done);
+                }
+                // Full, or failed: `write` waits for room or meets the
+                // error.
+                _ => return false,
+            }
+        }
+        true
+    }
+
     /// Ends the stream: TLS `close_notify` or a FIN.
     fn shutdown(&mut self, cx: &mut Context<'_>) {
         let _ = match (&mut self.reader, &self.writer) {
@@ -1031,9 +1090,9 @@ impl Io {
         cx: &mut Context<'_>,
     ) {
         match &mut self.spawner {
-            Some(sp) => {
+            Some((start, _)) => {
                 for call in spawn.drain(..) {
-                    sp(shared, call, cx);
+                    start(shared, call, cx, &mut self.answers);
                 }
             }
             None => spawn.clear(),
@@ -1108,6 +1167,11 @@ impl Future for Driver {
                 drop(inner);
                 io.start_calls(shared, &mut spawn, cx);
                 inner = shared.lock();
+                if let Some((_, finish)) = &io.spawner
+                    && !io.answers.is_empty()
+                {
+                    finish(shared, &mut inner, &mut io.answers);
+                }
             }
             if let Some(why) = inner.close_when_idle
                 && inner.calls.is_empty()
@@ -1148,7 +1212,18 @@ impl Future for Driver {
             // nothing left to write but what waits for the socket: every
             // source has our waker.
             let unwritten = !io.wqueue.is_empty() || io.needs_flush;
-            if !progress && io.chunks.is_empty() && (!unwritten || blocked) {
+            // The round's last output, when small and for at most one call
+            // (so no caller waits for the lock meanwhile), is written here,
+            // under the lock as a lone caller's own write is, and the
+            // driver goes idle in the same lock instead of taking it again
+            // after the write.
+            let done = io.chunks.is_empty()
+                || (!progress
+                    && !unwritten
+                    && inner.calls.len() <= 1
+                    && !inner.conn.is_closed()
+                    && io.write_locked());
+            if !progress && done && (!unwritten || blocked) {
                 inner.driver_active = false;
                 inner.out_idle = !unwritten;
                 drop(inner);

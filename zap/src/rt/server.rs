@@ -16,7 +16,7 @@ use tower_service::Service;
 use zap_transport::{Listener, PeerInfo};
 
 use super::call::{Inbox, Method, Request, Response, Streaming};
-use super::conn::{Driver, NewCall, Shared, Spawner, close_now};
+use super::conn::{Answer, Driver, Inner, NewCall, Shared, Spawner, close_now};
 use super::link::{Link, too_large_close};
 use super::proto_config;
 use crate::metadata::Metadata;
@@ -955,14 +955,17 @@ where
     // step leaves it for the next one, so only calls that wait cost an
     // allocation (their task).
     let mut spare = None;
-    let start = move |shared: &Arc<Shared>, nc: NewCall, cx: &mut Context<'_>| {
+    let start = move |shared: &Arc<Shared>,
+                      nc: NewCall,
+                      cx: &mut Context<'_>,
+                      answers: &mut Vec<Answer>| {
         // A request comes whole only to the unary routes of `unary`
         // (`takes_whole` looks in the same table, which never changes).
         if let Some(request) = nc.request
             && let Some(Route::Unary { run, .. }) =
                 unary.as_ref().and_then(|r| r.get(&nc.head.method))
         {
-            return start_unary(shared, nc.id, nc.head, request, run, cx);
+            return start_unary(shared, nc.id, nc.head, request, run, cx, answers);
         }
         let mut home = spare.take().unwrap_or_else(|| Box::pin(None));
         let link = Link::Mux {
@@ -1003,14 +1006,15 @@ where
     Spawner {
         takes_whole,
         start: Box::new(start),
+        finish: finish_answers,
     }
 }
 
 /// Runs unary call `id` of a bare router on its whole `request`: the
-/// user's function, polled once here; an answer given at once is closed
-/// under one lock. A call that waits (for its handler, or for the window
-/// to send its answer) gets its slot and goes on in a task of its own, as
-/// any call does.
+/// user's function, polled once here. An answer given at once goes to
+/// `answers`, for the driver to close under the lock it takes next anyway
+/// ([`finish_answers`]). A call that waits gets its slot and goes on in a
+/// task of its own, as any call does.
 fn start_unary(
     shared: &Arc<Shared>,
     id: u32,
@@ -1018,8 +1022,9 @@ fn start_unary(
     request: Bytes,
     run: &UnaryFn,
     cx: &mut Context<'_>,
+    answers: &mut Vec<Answer>,
 ) {
-    let len = request.len();
+    let request_len = request.len();
     let req = Request {
         metadata: head.metadata,
         message: request,
@@ -1028,11 +1033,20 @@ fn start_unary(
         method: Some(Method(head.method)),
     };
     let mut answer = run(req);
-    let r = match answer.as_mut().poll(cx) {
-        Poll::Ready(r) => r,
+    match answer.as_mut().poll(cx) {
+        Poll::Ready(r) => {
+            let (head, headers, message) = unary_close(r);
+            answers.push(Answer {
+                id,
+                request_len,
+                head,
+                headers,
+                message,
+            });
+        }
         Poll::Pending => {
             let mut inner = shared.lock();
-            inner.conn.consumed(id, len);
+            inner.conn.consumed(id, request_len);
             if inner.adopt(id) {
                 drop(inner);
                 let link = Link::Mux {
@@ -1047,37 +1061,42 @@ fn start_unary(
                     respond_unary(w, answer.await).await;
                 }));
             }
-            return;
         }
-    };
-    let (head, headers, mut message) = unary_close(r);
-    let mut inner = shared.lock();
-    inner.conn.consumed(id, len);
-    match inner.conn.close(id, &head, headers.as_ref(), &mut message) {
-        Ok(()) => inner.flush(),
-        Err(SendError::Blocked) => {
-            if inner.adopt(id) {
-                drop(inner);
-                let link = Link::Mux {
-                    shared: shared.clone(),
-                    id,
-                };
-                let l = link.clone();
-                tokio::spawn(serve_alone(link, async move {
-                    l.close(&head, headers.as_ref(), message).await;
-                }));
+    }
+}
+
+/// Closes the calls [`start_unary`] answered, under the driver's lock. An
+/// answer that must wait for the window gets its slot and a task that
+/// sends it once it may.
+fn finish_answers(shared: &Arc<Shared>, inner: &mut Inner, answers: &mut Vec<Answer>) {
+    for a in answers.drain(..) {
+        let Answer {
+            id,
+            request_len,
+            head,
+            headers,
+            mut message,
+        } = a;
+        inner.conn.consumed(id, request_len);
+        match inner.conn.close(id, &head, headers.as_ref(), &mut message) {
+            Ok(()) => {}
+            Err(SendError::Blocked) => {
+                if inner.adopt(id) {
+                    let link = Link::Mux {
+                        shared: shared.clone(),
+                        id,
+                    };
+                    let l = link.clone();
+                    tokio::spawn(serve_alone(link, async move {
+                        l.close(&head, headers.as_ref(), message).await;
+                    }));
+                }
             }
-        }
-        Err(SendError::TooLarge { .. }) => {
-            if inner
-                .conn
-                .close(id, &too_large_close(), None, &mut None)
-                .is_ok()
-            {
-                inner.flush();
+            Err(SendError::TooLarge { .. }) => {
+                let _ = inner.conn.close(id, &too_large_close(), None, &mut None);
             }
+            Err(_) => {} // cancelled already, or the connection closed
         }
-        Err(_) => {} // cancelled already, or the connection closed
     }
 }
 
