@@ -277,6 +277,33 @@ impl WriterCell {
     fn lock(&self) -> MutexGuard<'_, Option<Writer>> {
         self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
+
+    /// Writes `chunks` without waiting, removing what was written: `true`
+    /// if that was all. A full socket, or an error (which the driver's
+    /// next write then meets), leaves the rest.
+    fn write_now(&self, chunks: &mut Vec<Bytes>) -> bool {
+        let guard = self.lock();
+        let Some(w) = guard.as_ref() else {
+            return false;
+        };
+        let mut i = 0;
+        while i < chunks.len() {
+            let res = if i + 1 == chunks.len() {
+                w.try_write(&chunks[i])
+            } else {
+                let mut iov = [IoSlice::new(&[]); MAX_IOVECS];
+                let n_iov = iovecs(&mut iov, chunks[i..].iter());
+                w.try_write_vectored(&iov[..n_iov])
+            };
+            match res {
+                Ok(n) if n > 0 => i += written(chunks[i..].iter_mut(), n),
+                _ => break,
+            }
+        }
+        drop(guard);
+        chunks.drain(..i);
+        chunks.is_empty()
+    }
 }
 
 impl Writer {
@@ -399,33 +426,14 @@ impl Inner {
         };
         let mut chunks = std::mem::take(&mut self.spill);
         self.conn.poll_transmit(&mut chunks);
-        let mut guard = cell.lock();
-        let mut i = 0;
-        if let Some(w) = guard.as_mut() {
-            while i < chunks.len() {
-                let res = if i + 1 == chunks.len() {
-                    w.try_write(&chunks[i])
-                } else {
-                    let mut iov = [IoSlice::new(&[]); MAX_IOVECS];
-                    let n_iov = iovecs(&mut iov, chunks[i..].iter());
-                    w.try_write_vectored(&iov[..n_iov])
-                };
-                match res {
-                    Ok(n) if n > 0 => i += written(chunks[i..].iter_mut(), n),
-                    _ => break,
-                }
-            }
-        }
-        drop(guard);
         // A full socket (or an error, which the driver then meets): the
         // rest goes first in the driver's next write.
-        chunks.drain(..i);
+        let all = cell.write_now(&mut chunks);
         self.spill = chunks;
-        if self.spill.is_empty() {
-            return true;
+        if !all {
+            self.out_idle = false;
         }
-        self.out_idle = false;
-        false
+        all
     }
 
     /// No new calls will be made on this connection (its client is done,
@@ -1038,35 +1046,12 @@ impl Io {
     /// under the connection lock (see `Driver::poll`); what is not written
     /// stays in `chunks` for `write`.
     fn write_locked(&mut self) -> bool {
-        let Some(cell) = &self.writer else {
-            return false;
-        };
-        if self.chunks.iter().map(Bytes::len).sum::<usize>() > LOCKED_WRITE_MAX {
-            return false;
-        }
-        let guard = cell.lock();
-        let Some(w) = guard.as_ref() else {
-            return false;
-        };
-        while !self.chunks.is_empty() {
-            let res = if self.chunks.len() == 1 {
-                w.try_write(&self.chunks[0])
-            } else {
-                let mut iov = [IoSlice::new(&[]); MAX_IOVECS];
-                let n_iov = iovecs(&mut iov, self.chunks.iter());
-                w.try_write_vectored(&iov[..n_iov])
-            };
-            match res {
-                Ok(n) if n > 0 => {
-                    let done = written(self.chunks.iter_mut(), n);
-                    self.chunks.drain(..done);
-                }
-                // Full, or failed: `write` waits for room or meets the
-                // error.
-                _ => return false,
+        match &self.writer {
+            Some(cell) if self.chunks.iter().map(Bytes::len).sum::<usize>() <= LOCKED_WRITE_MAX => {
+                cell.write_now(&mut self.chunks)
             }
+            _ => false,
         }
-        true
     }
 
     /// Ends the stream: TLS `close_notify` or a FIN.
