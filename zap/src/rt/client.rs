@@ -359,39 +359,44 @@ impl Channel {
         };
         let mut retried = false;
         loop {
-            let conn = self.connection().await?;
-            let opened = match &conn {
+            // The call's link takes over the connection's reference.
+            let (conn, err) = match self.connection().await? {
                 ClientConn::Mux(shared) => {
-                    open_mux(shared, &mut head, deadline, &message, end).await
+                    match open_mux(&shared, &mut head, deadline, &message, end).await {
+                        Ok(id) => return Ok(Link::Mux { shared, id }),
+                        Err(e) => (ClientConn::Mux(shared), e),
+                    }
                 }
                 #[cfg(feature = "quic")]
                 ClientConn::Quic(q) => {
-                    super::quic::open(q, &mut head, deadline, message.clone(), end).await
+                    match super::quic::open(&q, &mut head, deadline, message.clone(), end).await {
+                        Ok(link) => return Ok(link),
+                        Err(e) => (ClientConn::Quic(q), e),
+                    }
                 }
             };
-            match opened {
-                Ok(link) => return Ok(link),
-                Err(SendError::Closed | SendError::Exhausted) if !retried => {
+            match err {
+                SendError::Closed | SendError::Exhausted if !retried => {
                     // The connection went away (or ran out of ids): once
                     // more on a fresh one.
                     self.forget(&conn);
                     retried = true;
                 }
-                Err(SendError::TooLarge { size, max }) => {
+                SendError::TooLarge { size, max } => {
                     return Err(Status::resource_exhausted(format!(
                         "request of {size} bytes exceeds the server's limit of {max}"
                     )));
                 }
-                Err(e @ SendError::TooManyStreams { .. }) => {
+                e @ SendError::TooManyStreams { .. } => {
                     return Err(Status::resource_exhausted(e.to_string()));
                 }
-                Err(SendError::Invalid("deadline passed")) => {
+                SendError::Invalid("deadline passed") => {
                     return Err(Status::deadline_exceeded(
                         "deadline passed before the call could start",
                     ));
                 }
-                Err(SendError::Invalid(why)) => return Err(Status::invalid_argument(why)),
-                Err(e) => {
+                SendError::Invalid(why) => return Err(Status::invalid_argument(why)),
+                e => {
                     self.forget(&conn);
                     return Err(Status::unavailable(e.to_string()));
                 }
@@ -590,15 +595,16 @@ impl Channel {
     }
 }
 
-/// Opens a call on a multiplexed connection, waiting for a free stream.
+/// Opens a call on a multiplexed connection, waiting for a free stream:
+/// its id.
 async fn open_mux(
-    shared: &Arc<Shared>,
+    shared: &Shared,
     head: &mut OpenHead,
     deadline: Option<Instant>,
     message: &Option<Bytes>,
     end: bool,
-) -> Result<Link, SendError> {
-    let id = poll_fn(|cx| {
+) -> Result<u32, SendError> {
+    poll_fn(|cx| {
         let mut inner = shared.lock();
         if inner.error.is_some() {
             return Poll::Ready(Err(SendError::Closed));
@@ -625,11 +631,7 @@ async fn open_mux(
             Err(e) => Poll::Ready(Err(e)),
         }
     })
-    .await?;
-    Ok(Link::Mux {
-        shared: shared.clone(),
-        id,
-    })
+    .await
 }
 
 /// The time left until `deadline`, which the server gets: measured when

@@ -468,7 +468,7 @@ impl Inner {
                 } => {
                     let whole = end
                         && message.is_some()
-                        && self.takes_whole.as_ref().is_some_and(|f| f(&head.method));
+                        && self.takes_whole.as_mut().is_some_and(|f| f(&head.method));
                     let request = if whole {
                         message
                     } else {
@@ -709,7 +709,7 @@ impl Inner {
 }
 
 /// Which methods take a request that came whole with its OPEN directly.
-pub(crate) type TakesWhole = Box<dyn Fn(&[u8]) -> bool + Send>;
+pub(crate) type TakesWhole = Box<dyn FnMut(&[u8]) -> bool + Send>;
 
 /// Starts one call; runs on the driver, outside the lock. A call answered
 /// at once may leave its answer in the `Vec` instead of closing it itself.

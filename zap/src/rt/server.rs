@@ -944,11 +944,9 @@ where
     let router = (&service as &dyn std::any::Any)
         .downcast_ref::<Router>()
         .cloned();
-    let unary = router.map(|r| r.routes);
+    let mut unary = router.map(|r| UnaryRoutes::new(r.routes));
     let takes_whole: super::conn::TakesWhole = match unary.clone() {
-        Some(routes) => {
-            Box::new(move |m: &[u8]| matches!(routes.get(m), Some(Route::Unary { .. })))
-        }
+        Some(mut routes) => Box::new(move |m: &[u8]| routes.get(m).is_some()),
         None => Box::new(|_: &[u8]| false),
     };
     // The home of the next call's future: a call that ends in its first
@@ -962,8 +960,7 @@ where
         // A request comes whole only to the unary routes of `unary`
         // (`takes_whole` looks in the same table, which never changes).
         if let Some(request) = nc.request
-            && let Some(Route::Unary { run, .. }) =
-                unary.as_ref().and_then(|r| r.get(&nc.head.method))
+            && let Some(run) = unary.as_mut().and_then(|r| r.get(&nc.head.method))
         {
             return start_unary(shared, nc.id, nc.head, request, run, cx, answers);
         }
@@ -1007,6 +1004,37 @@ where
         takes_whole,
         start: Box::new(start),
         finish: finish_answers,
+    }
+}
+
+/// A router's unary methods, looked up with the last one remembered: a
+/// connection's calls mostly go to one method, and comparing its path
+/// costs less than hashing it.
+#[derive(Clone)]
+struct UnaryRoutes {
+    routes: Arc<Routes>,
+    /// The path last looked up (the table's own key, never a slice of a
+    /// read buffer) and its unary function, if it has one.
+    last: Option<(Bytes, Option<UnaryFn>)>,
+}
+
+impl UnaryRoutes {
+    fn new(routes: Arc<Routes>) -> Self {
+        UnaryRoutes { routes, last: None }
+    }
+
+    /// The unary function of `path`, if it is a unary method.
+    fn get(&mut self, path: &[u8]) -> Option<&UnaryFn> {
+        if !self.last.as_ref().is_some_and(|(k, _)| k.as_ref() == path) {
+            self.last = self.routes.get_key_value(path).map(|(k, r)| {
+                let run = match r {
+                    Route::Unary { run, .. } => Some(run.clone()),
+                    Route::Call(_) => None,
+                };
+                (k.clone(), run)
+            });
+        }
+        self.last.as_ref().and_then(|(_, run)| run.as_ref())
     }
 }
 
