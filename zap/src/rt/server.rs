@@ -1025,7 +1025,7 @@ impl UnaryRoutes {
 
     /// The unary function of `path`, if it is a unary method.
     fn get(&mut self, path: &[u8]) -> Option<&UnaryFn> {
-        if !self.last.as_ref().is_some_and(|(k, _)| k.as_ref() == path) {
+        if self.last.as_ref().is_none_or(|(k, _)| k.as_ref() != path) {
             self.last = self.routes.get_key_value(path).map(|(k, r)| {
                 let run = match r {
                     Route::Unary { run, .. } => Some(run.clone()),
