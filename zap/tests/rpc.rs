@@ -425,6 +425,29 @@ async fn all_call_kinds(t: Transport) {
         back,
         (0..5u8).map(|i| Bytes::from(vec![i])).collect::<Vec<_>>()
     );
+
+    // Whole requests to different methods, one after the other on one
+    // connection, each reach their own route (the server remembers the
+    // last route it looked up).
+    for round in 0..2u8 {
+        let body = Bytes::from(vec![b'a' + round, b'b' + round]);
+        let r = ch
+            .unary("/test.Echo/Unary", Request::new(body.clone()))
+            .await
+            .unwrap();
+        assert_eq!(r.get_ref(), &body);
+        let r = ch
+            .server_streaming("/test.Echo/Split", Request::new(body.clone()))
+            .await
+            .unwrap();
+        let parts: Vec<Bytes> = r.into_inner().map(|m| m.unwrap()).collect().await;
+        assert_eq!(parts.len(), 2, "round {round}");
+        let e = ch
+            .unary("/test.Echo/Missing", Request::new(body))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::UNIMPLEMENTED);
+    }
     env.stop().await;
 }
 
