@@ -693,6 +693,13 @@ impl Server {
     ///
     /// The accept loop never ends because one connection failed: accept
     /// errors are retried (after a short pause for resource exhaustion).
+    ///
+    /// Served bare (here or through [`serve`](Self::serve)), a [`Router`]
+    /// runs its unary calls on a shorter path: no [`ServerCall`] is made
+    /// for a request that arrived whole, which saves about half a
+    /// microsecond per small call (`docs/ARCHITECTURE.md`, session 12).
+    /// Layers see every call as a `ServerCall`, so a wrapped router takes
+    /// the general path; handlers behave the same either way.
     pub async fn serve_service<S, F>(
         self,
         listener: impl Into<AnyListener>,
