@@ -200,12 +200,11 @@ impl Link {
         &self,
         head: &CloseHead,
         headers: Option<&Metadata>,
-        message: Option<Bytes>,
+        mut message: Option<Bytes>,
     ) {
         match self {
             Link::Mux { shared, id } => {
                 let id = *id;
-                let mut message = message;
                 poll_fn(|cx| {
                     let mut inner = shared.lock();
                     match inner.conn.close(id, head, headers, &mut message) {

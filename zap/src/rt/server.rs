@@ -940,8 +940,8 @@ impl<T: Clone> ConnSet<T> {
 /// see a [`ServerCall`]), a unary call whose request came whole with its
 /// OPEN (the usual one) takes a shorter way: the driver hands the request
 /// over without a slot, the user's function runs on it, and an answer it
-/// gives at once is closed under one lock. Only a call that has to wait
-/// gets a slot and a task (`start_unary`).
+/// gives at once is closed under the lock the driver takes next anyway.
+/// Only a call that has to wait gets a slot and a task (`start_unary`).
 fn spawner<S>(service: S) -> Spawner
 where
     S: Service<ServerCall, Response = ()> + Clone + Send + 'static,
