@@ -343,6 +343,7 @@ for_each_transport!(
     metadata_round_trips,
     errors_and_unimplemented,
     responses_beyond_the_clients_limit_are_refused,
+    a_panicking_handler_fails_only_its_call,
     hostile_bytes_close_only_that_connection,
     max_concurrent_streams_refused,
     silent_client_is_closed,
@@ -856,6 +857,67 @@ async fn responses_beyond_the_clients_limit_are_refused(t: Transport) {
         .await
         .unwrap();
     assert_eq!(small.get_ref().as_ref(), b"ok");
+    env.stop().await;
+}
+
+/// A handler that panics (in its first step, after waiting, or in the
+/// middle of a response stream) fails its own call with `INTERNAL`; the
+/// connection and its other calls go on, and the failed calls do not keep
+/// holding their streams (the server allows 2 at a time here, and 3 rounds
+/// of 3 panics go through it).
+async fn a_panicking_handler_fails_only_its_call(t: Transport) {
+    let router = echo_router()
+        .unary("/test.Panic/Now", |_req: Request<Bytes>| async move {
+            if true {
+                panic!("test handler panics at once");
+            }
+            Ok(Response::new(Bytes::new()))
+        })
+        .unary("/test.Panic/Later", |_req: Request<Bytes>| async move {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            if true {
+                panic!("test handler panics after waiting");
+            }
+            Ok(Response::new(Bytes::new()))
+        })
+        .server_streaming("/test.Panic/Stream", |_req: Request<Bytes>| async move {
+            let first = futures_util::stream::iter([Ok(Bytes::from_static(b"one"))]);
+            let then = futures_util::stream::once(async {
+                if true {
+                    panic!("test stream panics after one message");
+                }
+                Ok(Bytes::new())
+            });
+            Ok(Response::new(first.chain(then)))
+        });
+    let limits = Limits::default().with_max_concurrent_streams(2);
+    let env = start_limited(t, router, limits).await;
+    let ch = env.channel();
+    for round in 0..3 {
+        for method in ["/test.Panic/Now", "/test.Panic/Later"] {
+            let e = ch
+                .unary(method, Request::new(Bytes::new()))
+                .await
+                .unwrap_err();
+            assert_eq!(e.code(), Code::INTERNAL, "{method}, round {round}: {e}");
+        }
+        let mut s = ch
+            .server_streaming("/test.Panic/Stream", Request::new(Bytes::new()))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(s.message().await.unwrap().unwrap().as_ref(), b"one");
+        let e = s.message().await.unwrap_err();
+        assert_eq!(e.code(), Code::INTERNAL, "stream, round {round}: {e}");
+    }
+    let ok = ch
+        .unary(
+            "/test.Echo/Unary",
+            Request::new(Bytes::from_static(b"still")),
+        )
+        .await
+        .unwrap();
+    assert_eq!(ok.get_ref().as_ref(), b"still");
     env.stop().await;
 }
 

@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::convert::Infallible;
 use std::fmt;
 use std::future::{Future, poll_fn};
+use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -1068,7 +1069,8 @@ fn start_unary(
         method: Some(Method(head.method)),
     };
     let mut answer = run(req);
-    match answer.as_mut().poll(cx) {
+    let first = std::panic::catch_unwind(AssertUnwindSafe(|| answer.as_mut().poll(cx)));
+    match first.unwrap_or_else(|_| Poll::Ready(Err(panicked()))) {
         Poll::Ready(r) => {
             let (head, headers, message) = unary_close(r);
             answers.push(Answer {
@@ -1141,10 +1143,47 @@ async fn serve_alone(link: Link, work: impl Future<Output = ()>) {
     let cancelled = poll_fn(|cx| link.poll_cancelled(cx));
     let result = tokio::select! {
         biased;
-        () = work => Ok(Ok(())),
+        r = CatchPanic::new(work) => Ok(r.map_err(BoxError::from)),
         code = cancelled => Err(code),
     };
     link.end_server_call(result).await;
+}
+
+/// The status of a call whose handler (or a layer in front of it)
+/// panicked.
+fn panicked() -> Status {
+    Status::internal("handler panicked")
+}
+
+pin_project_lite::pin_project! {
+    /// A call's work with a panic in it turned into the call's failure
+    /// ([`panicked`]): the call ends with `INTERNAL`, and the connection,
+    /// its other calls and the server go on. Uncaught, a panic in a call's
+    /// first step would end the connection's driver (where that step runs),
+    /// and one in a call's own task would leave the call open, its stream
+    /// counted against the connection's limit, until the client gave up.
+    struct CatchPanic<F> {
+        #[pin]
+        inner: F,
+    }
+}
+
+impl<F> CatchPanic<F> {
+    fn new(inner: F) -> Self {
+        CatchPanic { inner }
+    }
+}
+
+impl<F: Future> Future for CatchPanic<F> {
+    type Output = Result<F::Output, Status>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let inner = self.project().inner;
+        match std::panic::catch_unwind(AssertUnwindSafe(|| inner.poll(cx))) {
+            Ok(p) => p.map(Ok),
+            Err(_) => Poll::Ready(Err(panicked())),
+        }
+    }
 }
 
 /// A call's future in its [`spawner`] home, as a task.
@@ -1211,7 +1250,7 @@ where
     // call) never looks at cancellation.
     let result = tokio::select! {
         biased;
-        r = work => Ok(r),
+        r = CatchPanic::new(work) => Ok(r.unwrap_or_else(|s| Err(BoxError::from(s)))),
         code = cancelled => Err(code),
     };
     link.end_server_call(result).await;
