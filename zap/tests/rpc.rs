@@ -344,6 +344,7 @@ for_each_transport!(
     errors_and_unimplemented,
     responses_beyond_the_clients_limit_are_refused,
     a_panicking_handler_fails_only_its_call,
+    a_panicking_request_stream_cancels_its_call,
     hostile_bytes_close_only_that_connection,
     max_concurrent_streams_refused,
     silent_client_is_closed,
@@ -910,6 +911,64 @@ async fn a_panicking_handler_fails_only_its_call(t: Transport) {
         let e = s.message().await.unwrap_err();
         assert_eq!(e.code(), Code::INTERNAL, "stream, round {round}: {e}");
     }
+    let ok = ch
+        .unary(
+            "/test.Echo/Unary",
+            Request::new(Bytes::from_static(b"still")),
+        )
+        .await
+        .unwrap();
+    assert_eq!(ok.get_ref().as_ref(), b"still");
+    env.stop().await;
+}
+
+/// A request stream that panics midway (the panic reaches the caller's
+/// task) cancels its call: the server's handler sees the cut, never an end
+/// after the messages sent so far (which it would take for the whole
+/// request), and the connection goes on.
+async fn a_panicking_request_stream_cancels_its_call(t: Transport) {
+    let (seen_tx, mut seen) = tokio::sync::mpsc::unbounded_channel();
+    let router =
+        echo_router().client_streaming("/test.Record/Concat", move |req: Request<Streaming>| {
+            let seen_tx = seen_tx.clone();
+            async move {
+                let mut s = req.into_inner();
+                let mut got = Vec::new();
+                let outcome = loop {
+                    match s.message().await {
+                        Ok(Some(m)) => got.extend_from_slice(&m),
+                        Ok(None) => break Ok(got),
+                        Err(e) => break Err(e.code()),
+                    }
+                };
+                let _ = seen_tx.send(outcome);
+                Ok(Response::new(Bytes::new()))
+            }
+        });
+    let env = start(t, router).await;
+    let ch = env.channel();
+    let panicking = || {
+        let first = futures_util::stream::iter([Bytes::from_static(b"x")]);
+        let then = futures_util::stream::once(async {
+            if true {
+                panic!("test request stream panics after one message");
+            }
+            Bytes::new()
+        });
+        first.chain(then)
+    };
+    let ch2 = ch.clone();
+    let call = tokio::spawn(async move {
+        ch2.client_streaming("/test.Record/Concat", Request::new(panicking()))
+            .await
+    });
+    assert!(call.await.unwrap_err().is_panic());
+    let outcome = tokio::time::timeout(Duration::from_secs(5), seen.recv())
+        .await
+        .expect("the handler never saw the call end")
+        .unwrap();
+    assert_eq!(outcome, Err(Code::CANCELLED), "client streaming");
+
     let ok = ch
         .unary(
             "/test.Echo/Unary",

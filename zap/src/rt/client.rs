@@ -772,7 +772,9 @@ impl Drop for CallGuard {
 /// Sends the messages of a call opened with [`Channel::open`].
 ///
 /// Dropping it half-closes the call if [`finish`](CallSender::finish) was
-/// not called.
+/// not called; dropped while its thread panics (the code producing the
+/// messages failed midway), it cancels the call instead, so a cut-off
+/// request stream never looks complete to the server.
 pub struct CallSender {
     link: Link,
     ended: bool,
@@ -805,7 +807,13 @@ impl CallSender {
 
 impl Drop for CallSender {
     fn drop(&mut self) {
-        if !self.ended {
+        if self.ended {
+            return;
+        }
+        if std::thread::panicking() {
+            self.link
+                .fail(&Status::cancelled("the request stream panicked"));
+        } else {
             let _ = self.link.finish();
         }
     }
