@@ -73,6 +73,7 @@
 
 #![forbid(unsafe_code)]
 
+mod admission;
 mod connect;
 mod limits;
 mod listen;
@@ -86,7 +87,7 @@ mod url;
 pub mod test_certs;
 
 pub use crate::connect::{ConnectError, Connector};
-pub use crate::limits::Limits;
+pub use crate::limits::{ConnectionRate, Limits};
 pub use crate::listen::{Incoming, Listener};
 pub use crate::stream::{Conn, ConnGuard, PeerInfo, Stream};
 pub use crate::tls::{ALPN, ALPN_H2, ClientTls, ServerTls, TlsError, certificate_sha256};

@@ -42,6 +42,42 @@ pub struct Limits {
     /// Largest frame accepted, checked before allocating. Enforced by the RPC
     /// layer. Default: 16 MiB + 64 KiB (a 16 MiB message plus headers).
     pub max_frame: u32,
+    /// Most connections open at once from one client address (an IPv4
+    /// address, or an IPv6 /64); beyond it new ones are closed at once.
+    /// `None`: no per-address count. Default: `None` (clients behind one
+    /// NAT share an address).
+    pub max_connections_per_ip: Option<usize>,
+    /// How fast one client address may open connections (a token bucket;
+    /// same grouping as [`max_connections_per_ip`](Self::max_connections_per_ip)).
+    /// `None`: no rate limit. Default: `None`.
+    pub connection_rate_per_ip: Option<ConnectionRate>,
+    /// Length of the kernel's queue of connections not yet accepted
+    /// (`listen(2)`'s backlog; the kernel caps it at `net.core.somaxconn`).
+    /// Default: 4096.
+    pub listen_backlog: u32,
+    /// Most bytes of outgoing messages waiting to be written on one
+    /// connection; beyond it a call's next message waits (its sender sees
+    /// backpressure) until the peer reads. A message larger than the cap
+    /// still goes out alone. Enforced by the RPC layer. Default: 8 MiB.
+    pub max_queued_output: usize,
+    /// Most bytes of outgoing messages one call may have waiting to be
+    /// written, so one call cannot take the whole connection's queue.
+    /// Enforced by the RPC layer. Default: 2 MiB.
+    pub max_queued_output_per_call: usize,
+    /// Most bytes of memory the metadata of one connection's open calls may
+    /// take, counted as stored (entries cost their bookkeeping, not only
+    /// their wire bytes); a call that would pass it is refused with
+    /// `RESOURCE_EXHAUSTED`. Enforced by the RPC layer. Default: 4 MiB.
+    pub max_metadata_memory: usize,
+}
+
+/// A token bucket: `burst` connections at once, then `per_second`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConnectionRate {
+    /// Tokens added per second.
+    pub per_second: u32,
+    /// Most tokens held (connections that may start back to back).
+    pub burst: u32,
 }
 
 impl Limits {
@@ -59,6 +95,14 @@ impl Limits {
     pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
     /// Default [`max_frame`](Self::max_frame): 16 MiB + 64 KiB.
     pub const DEFAULT_MAX_FRAME: u32 = 16 * 1024 * 1024 + 64 * 1024;
+    /// Default [`listen_backlog`](Self::listen_backlog): 4096.
+    pub const DEFAULT_LISTEN_BACKLOG: u32 = 4096;
+    /// Default [`max_queued_output`](Self::max_queued_output): 8 MiB.
+    pub const DEFAULT_MAX_QUEUED_OUTPUT: usize = 8 << 20;
+    /// Default [`max_queued_output_per_call`](Self::max_queued_output_per_call): 2 MiB.
+    pub const DEFAULT_MAX_QUEUED_OUTPUT_PER_CALL: usize = 2 << 20;
+    /// Default [`max_metadata_memory`](Self::max_metadata_memory): 4 MiB.
+    pub const DEFAULT_MAX_METADATA_MEMORY: usize = 4 << 20;
 
     /// Sets [`handshake_timeout`](Self::handshake_timeout).
     #[must_use]
@@ -108,6 +152,48 @@ impl Limits {
         self.max_frame = max;
         self
     }
+
+    /// Sets [`max_connections_per_ip`](Self::max_connections_per_ip).
+    #[must_use]
+    pub fn with_max_connections_per_ip(mut self, max: impl Into<Option<usize>>) -> Self {
+        self.max_connections_per_ip = max.into();
+        self
+    }
+
+    /// Sets [`connection_rate_per_ip`](Self::connection_rate_per_ip).
+    #[must_use]
+    pub fn with_connection_rate_per_ip(mut self, rate: impl Into<Option<ConnectionRate>>) -> Self {
+        self.connection_rate_per_ip = rate.into();
+        self
+    }
+
+    /// Sets [`listen_backlog`](Self::listen_backlog).
+    #[must_use]
+    pub fn with_listen_backlog(mut self, backlog: u32) -> Self {
+        self.listen_backlog = backlog;
+        self
+    }
+
+    /// Sets [`max_queued_output`](Self::max_queued_output).
+    #[must_use]
+    pub fn with_max_queued_output(mut self, bytes: usize) -> Self {
+        self.max_queued_output = bytes;
+        self
+    }
+
+    /// Sets [`max_queued_output_per_call`](Self::max_queued_output_per_call).
+    #[must_use]
+    pub fn with_max_queued_output_per_call(mut self, bytes: usize) -> Self {
+        self.max_queued_output_per_call = bytes;
+        self
+    }
+
+    /// Sets [`max_metadata_memory`](Self::max_metadata_memory).
+    #[must_use]
+    pub fn with_max_metadata_memory(mut self, bytes: usize) -> Self {
+        self.max_metadata_memory = bytes;
+        self
+    }
 }
 
 impl Default for Limits {
@@ -120,6 +206,12 @@ impl Default for Limits {
             max_concurrent_streams: Self::DEFAULT_MAX_CONCURRENT_STREAMS,
             max_connections: Self::DEFAULT_MAX_CONNECTIONS,
             max_frame: Self::DEFAULT_MAX_FRAME,
+            max_connections_per_ip: None,
+            connection_rate_per_ip: None,
+            listen_backlog: Self::DEFAULT_LISTEN_BACKLOG,
+            max_queued_output: Self::DEFAULT_MAX_QUEUED_OUTPUT,
+            max_queued_output_per_call: Self::DEFAULT_MAX_QUEUED_OUTPUT_PER_CALL,
+            max_metadata_memory: Self::DEFAULT_MAX_METADATA_MEMORY,
         }
     }
 }
@@ -138,6 +230,12 @@ mod tests {
         assert_eq!(l.max_concurrent_streams, 1024);
         assert_eq!(l.max_connections, 10_000);
         assert_eq!(l.max_frame, 16_842_752);
+        assert_eq!(l.max_connections_per_ip, None);
+        assert_eq!(l.connection_rate_per_ip, None);
+        assert_eq!(l.listen_backlog, 4096);
+        assert_eq!(l.max_queued_output, 8 << 20);
+        assert_eq!(l.max_queued_output_per_call, 2 << 20);
+        assert_eq!(l.max_metadata_memory, 4 << 20);
     }
 
     #[test]
@@ -157,45 +255,5 @@ mod tests {
         assert_eq!(l.max_concurrent_streams, 3);
         assert_eq!(l.max_connections, 4);
         assert_eq!(l.max_frame, 5);
-    }
-}
-
-/// A listener's connection slots: at most
-/// [`Limits::max_connections`] taken at once, and a count of the
-/// connections refused because none was free.
-#[derive(Debug)]
-pub(crate) struct ConnSlots {
-    free: std::sync::Arc<tokio::sync::Semaphore>,
-    refused: std::sync::atomic::AtomicU64,
-}
-
-impl ConnSlots {
-    pub(crate) fn new(limits: &Limits) -> Self {
-        let n = limits
-            .max_connections
-            .min(tokio::sync::Semaphore::MAX_PERMITS);
-        Self {
-            free: std::sync::Arc::new(tokio::sync::Semaphore::new(n)),
-            refused: std::sync::atomic::AtomicU64::new(0),
-        }
-    }
-
-    /// A free slot (held until the permit drops), or `None` after counting
-    /// a refusal.
-    pub(crate) fn take(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
-        let permit = std::sync::Arc::clone(&self.free).try_acquire_owned().ok();
-        if permit.is_none() {
-            self.refused
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        }
-        permit
-    }
-
-    pub(crate) fn available(&self) -> usize {
-        self.free.available_permits()
-    }
-
-    pub(crate) fn refused(&self) -> u64 {
-        self.refused.load(std::sync::atomic::Ordering::Relaxed)
     }
 }

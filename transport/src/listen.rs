@@ -8,11 +8,11 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::OwnedSemaphorePermit;
 use tokio_rustls::TlsAcceptor;
 
+use crate::admission::{Admission, ConnSlots};
 use crate::connect::ConnectError;
-use crate::limits::{ConnSlots, Limits};
+use crate::limits::Limits;
 use crate::stream::{Conn, PeerInfo, Stream};
 use crate::tls::ServerTls;
 use crate::url::{Scheme, Url};
@@ -82,7 +82,7 @@ impl Listener {
                 let (Some(host), Some(port)) = (url.host(), url.port()) else {
                     return Err(invalid_input("URL has no host and port"));
                 };
-                let listener = TcpListener::bind((host, port)).await?;
+                let listener = bind_tcp(host, port, limits.listen_backlog).await?;
                 let local = Url::from_socket_addr(url.scheme(), listener.local_addr()?);
                 (Inner::Tcp(listener), local)
             }
@@ -159,7 +159,7 @@ impl Listener {
                     (Raw::Unix(stream), None)
                 }
             };
-            let Some(permit) = self.slots.take() else {
+            let Some(permit) = self.slots.take(addr.map(|a| a.ip())) else {
                 drop(raw);
                 continue;
             };
@@ -173,6 +173,7 @@ impl Listener {
                 permit,
                 tls: self.tls.clone(),
                 handshake_timeout: self.limits.handshake_timeout,
+                accepted_at: std::time::Instant::now(),
             });
         }
     }
@@ -224,7 +225,11 @@ async fn bind_unix(url: &Url, limits: &Limits) -> io::Result<(Inner, Url)> {
         .path()
         .ok_or_else(|| invalid_input("zap+unix URL has no path"))?;
     remove_stale_socket(path, limits.handshake_timeout).await?;
-    let listener = tokio::net::UnixListener::bind(path)?;
+    let socket = socket2::Socket::new(socket2::Domain::UNIX, socket2::Type::STREAM, None)?;
+    socket.bind(&socket2::SockAddr::unix(path)?)?;
+    socket.listen(backlog(limits.listen_backlog))?;
+    socket.set_nonblocking(true)?;
+    let listener = tokio::net::UnixListener::from_std(socket.into())?;
     let inner = UnixInner {
         listener,
         path: path.to_owned(),
@@ -273,6 +278,35 @@ fn socket_file_id(path: &Path) -> Option<(u64, u64)> {
         .then(|| (meta.dev(), meta.ino()))
 }
 
+/// Binds the first address `host` resolves to that takes the bind, with
+/// `listen(2)`'s queue set to `backlog_len` (a plain `bind` takes the
+/// standard library's fixed 128).
+async fn bind_tcp(host: &str, port: u16, backlog_len: u32) -> io::Result<TcpListener> {
+    let mut last = None;
+    for addr in tokio::net::lookup_host((host, port)).await? {
+        let socket = if addr.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        // As std and tokio do on Unix: a restarted server rebinds its port
+        // while old connections linger in TIME_WAIT.
+        #[cfg(unix)]
+        socket.set_reuseaddr(true)?;
+        match socket.bind(addr) {
+            Ok(()) => return socket.listen(backlog_len.max(1)),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last
+        .unwrap_or_else(|| io::Error::new(io::ErrorKind::NotFound, "host resolved to no address")))
+}
+
+/// The backlog as `listen(2)` takes it (the kernel caps it further).
+fn backlog(n: u32) -> i32 {
+    n.clamp(1, i32::MAX as u32) as i32
+}
+
 fn invalid_input(msg: &'static str) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidInput, msg)
 }
@@ -290,9 +324,10 @@ pub struct Incoming {
     raw: Raw,
     addr: Option<SocketAddr>,
     unix_path: Option<std::path::PathBuf>,
-    permit: OwnedSemaphorePermit,
+    permit: Admission,
     tls: Option<TlsAcceptor>,
     handshake_timeout: Duration,
+    accepted_at: std::time::Instant,
 }
 
 impl Incoming {
@@ -301,8 +336,13 @@ impl Incoming {
         self.addr
     }
 
+    /// When the socket was accepted: the handshake deadline counts from here.
+    pub fn accepted_at(&self) -> std::time::Instant {
+        self.accepted_at
+    }
+
     /// Completes the connection: for TLS, runs the handshake within
-    /// [`Limits::handshake_timeout`], checks that ALPN `zap/1` was
+    /// [`Limits::handshake_timeout`] of the accept, checks that ALPN `zap/1` was
     /// negotiated, and records the client's certificates (mTLS) and SNI in
     /// [`PeerInfo`]. For plain TCP and Unix sockets it returns at once.
     pub async fn handshake(self) -> Result<Conn, ConnectError> {
@@ -312,22 +352,26 @@ impl Incoming {
             ..PeerInfo::default()
         };
         let permit = Some(self.permit);
+        let at = self.accepted_at;
         let tcp = match self.raw {
             #[cfg(unix)]
-            Raw::Unix(stream) => return Ok(Conn::new(Stream::Unix(stream), peer, permit)),
+            Raw::Unix(stream) => {
+                return Ok(Conn::new(Stream::Unix(stream), peer, permit).with_accepted_at(at));
+            }
             Raw::Tcp(tcp) => tcp,
         };
         let Some(acceptor) = self.tls else {
-            return Ok(Conn::new(Stream::Tcp(tcp), peer, permit));
+            return Ok(Conn::new(Stream::Tcp(tcp), peer, permit).with_accepted_at(at));
         };
-        let stream = tokio::time::timeout(self.handshake_timeout, acceptor.accept(tcp))
+        let deadline = at + self.handshake_timeout;
+        let stream = tokio::time::timeout_at(deadline.into(), acceptor.accept(tcp))
             .await
             .map_err(|_| ConnectError::Timeout)?
             .map_err(ConnectError::Tls)?;
         let session = stream.get_ref().1;
         crate::tls::check_session(session, &mut peer, true)?;
         peer.server_name = session.server_name().map(str::to_owned);
-        Ok(Conn::new(Stream::TlsServer(Box::new(stream)), peer, permit))
+        Ok(Conn::new(Stream::TlsServer(Box::new(stream)), peer, permit).with_accepted_at(at))
     }
 }
 

@@ -35,10 +35,10 @@ use bytes::Bytes;
 use quinn::crypto::rustls::{HandshakeData, QuicClientConfig, QuicServerConfig};
 use quinn::{Endpoint, IdleTimeout, TransportConfig};
 use rustls_pki_types::{CertificateDer, ServerName};
-use tokio::sync::OwnedSemaphorePermit;
 
+use crate::admission::{Admission, ConnSlots};
 use crate::connect::ConnectError;
-use crate::limits::{ConnSlots, Limits};
+use crate::limits::Limits;
 use crate::stream::{ConnGuard, PeerInfo};
 use crate::tls::{ALPN, ClientTls, ServerTls};
 use crate::url::{Scheme, Url};
@@ -186,6 +186,7 @@ impl QuicConnector {
             connection,
             peer,
             guard: ConnGuard::new(None),
+            accepted_at: None,
         })
     }
 
@@ -300,7 +301,7 @@ impl QuicListener {
     pub async fn accept(&self) -> Option<QuicIncoming> {
         loop {
             let incoming = self.endpoint.accept().await?;
-            let Some(permit) = self.slots.take() else {
+            let Some(permit) = self.slots.take(Some(incoming.remote_address().ip())) else {
                 incoming.refuse();
                 continue;
             };
@@ -308,6 +309,7 @@ impl QuicListener {
                 incoming,
                 permit,
                 handshake_timeout: self.limits.handshake_timeout,
+                accepted_at: std::time::Instant::now(),
             });
         }
     }
@@ -323,8 +325,9 @@ impl QuicListener {
 /// handshake.
 pub struct QuicIncoming {
     incoming: quinn::Incoming,
-    permit: OwnedSemaphorePermit,
+    permit: Admission,
     handshake_timeout: Duration,
+    accepted_at: std::time::Instant,
 }
 
 impl fmt::Debug for QuicIncoming {
@@ -345,7 +348,8 @@ impl QuicIncoming {
     pub async fn handshake(self) -> Result<QuicConn, ConnectError> {
         let addr = self.incoming.remote_address();
         let connecting = self.incoming.accept().map_err(connection_error)?;
-        let connection = tokio::time::timeout(self.handshake_timeout, connecting)
+        let deadline = self.accepted_at + self.handshake_timeout;
+        let connection = tokio::time::timeout_at(deadline.into(), connecting)
             .await
             .map_err(|_| ConnectError::Timeout)?
             .map_err(connection_error)?;
@@ -358,6 +362,7 @@ impl QuicIncoming {
             connection,
             peer,
             guard: ConnGuard::new(Some(self.permit)),
+            accepted_at: Some(self.accepted_at),
         })
     }
 }
@@ -371,9 +376,16 @@ pub struct QuicConn {
     /// Who the peer is.
     pub peer: PeerInfo,
     guard: ConnGuard,
+    accepted_at: Option<std::time::Instant>,
 }
 
 impl QuicConn {
+    /// When the listener took the connection attempt (server side; `None`
+    /// on a client): deadlines for the peer's first frames count from here.
+    pub fn accepted_at(&self) -> Option<std::time::Instant> {
+        self.accepted_at
+    }
+
     /// Splits into the connection, the peer and the guard that holds the
     /// listener's connection slot until dropped.
     pub fn into_parts(self) -> (QuicConnection, PeerInfo, ConnGuard) {

@@ -11,7 +11,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 #[cfg(unix)]
 use tokio::net::UnixStream;
-use tokio::sync::OwnedSemaphorePermit;
+
+use crate::admission::Admission;
 
 /// An established, authenticated (for TLS) byte stream.
 ///
@@ -123,19 +124,32 @@ pub struct Conn {
     /// Facts about the peer.
     pub peer: PeerInfo,
     guard: ConnGuard,
+    accepted_at: Option<std::time::Instant>,
 }
 
 impl Conn {
-    pub(crate) fn new(
-        stream: Stream,
-        peer: PeerInfo,
-        permit: Option<OwnedSemaphorePermit>,
-    ) -> Self {
+    pub(crate) fn new(stream: Stream, peer: PeerInfo, admission: Option<Admission>) -> Self {
         Self {
             stream,
             peer,
-            guard: ConnGuard { _permit: permit },
+            guard: ConnGuard {
+                _admission: admission,
+            },
+            accepted_at: None,
         }
+    }
+
+    pub(crate) fn with_accepted_at(mut self, at: std::time::Instant) -> Self {
+        self.accepted_at = Some(at);
+        self
+    }
+
+    /// When the listener accepted the socket (server side; `None` on a
+    /// client). Deadlines for what a new peer must send first, such as
+    /// [`Limits::handshake_timeout`](crate::Limits::handshake_timeout),
+    /// count from here, so time spent in the TLS handshake counts too.
+    pub fn accepted_at(&self) -> Option<std::time::Instant> {
+        self.accepted_at
     }
 
     /// Splits the connection; keep the [`ConnGuard`] alive as long as the
@@ -150,12 +164,14 @@ impl Conn {
 /// frees the slot. Client connections hold no slot.
 #[derive(Debug)]
 pub struct ConnGuard {
-    _permit: Option<OwnedSemaphorePermit>,
+    _admission: Option<Admission>,
 }
 
 impl ConnGuard {
     #[cfg_attr(not(feature = "quic"), allow(dead_code))]
-    pub(crate) fn new(permit: Option<OwnedSemaphorePermit>) -> Self {
-        Self { _permit: permit }
+    pub(crate) fn new(admission: Option<Admission>) -> Self {
+        Self {
+            _admission: admission,
+        }
     }
 }

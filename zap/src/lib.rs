@@ -108,6 +108,8 @@
 #[doc(hidden)]
 pub mod codegen;
 mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 mod ids;
 mod message;
 pub mod metadata;

@@ -155,6 +155,20 @@ impl Metadata {
         self.entries.is_empty()
     }
 
+    /// Bytes of memory these entries take as stored: their bookkeeping
+    /// (a fixed size per entry slot, whether used or not) plus their keys
+    /// and values. Limits on metadata a peer can make a receiver hold count
+    /// this, not the wire size, which is ten times smaller for empty
+    /// entries.
+    pub fn memory_size(&self) -> usize {
+        self.entries.capacity() * std::mem::size_of::<(Bytes, Bytes)>()
+            + self
+                .entries
+                .iter()
+                .map(|(k, v)| k.len() + v.len())
+                .sum::<usize>()
+    }
+
     pub(crate) fn entries(&self) -> &[(Bytes, Bytes)] {
         &self.entries
     }

@@ -11,7 +11,7 @@ use bytes::{Buf, Bytes, BytesMut};
 
 use super::frame::{
     CloseHead, FRAME_HEADER_LEN, Frame, Header, Malformed, OpenHead, Out, PREFACE, Settings,
-    metadata_len,
+    close_len, metadata_len, open_len,
 };
 use crate::ids::IdMap;
 use crate::metadata::Metadata;
@@ -32,6 +32,11 @@ pub(crate) const MAX_METHOD: usize = 1024;
 /// Flow-control cost of a message beyond its length, so that empty
 /// messages are not free (PROTOCOL.md §7).
 pub const MESSAGE_OVERHEAD: u32 = 32;
+
+/// Smallest MAX_FRAME a peer may announce (PROTOCOL.md §4.1): every frame
+/// this side must be able to send without a message (a CLOSE with a status,
+/// a GOAWAY with its debug text) fits in it.
+pub const MIN_MAX_FRAME: u32 = 16 << 10;
 
 /// Why a connection ended: a GOAWAY code (PROTOCOL.md §4.9).
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
@@ -130,6 +135,17 @@ pub struct Config {
     pub max_resets_per_sec: u32,
     /// Most PINGs (not answers) accepted per second.
     pub max_pings_per_sec: u32,
+    /// Bytes of output not yet written past which no call may queue another
+    /// message (PROTOCOL.md §9). A local cap: the peer's windows do not
+    /// raise it.
+    pub max_queued_output: usize,
+    /// Bytes of one call's output not yet written past which it may not
+    /// queue another message.
+    pub max_queued_output_per_call: usize,
+    /// Bytes of memory the metadata of the open calls may take (as stored:
+    /// see [`Metadata::memory_size`]); an OPEN (server) or HEADERS (client)
+    /// that would pass it ends its call with `RESOURCE_EXHAUSTED`.
+    pub max_metadata_memory: usize,
 }
 
 impl Default for Config {
@@ -142,6 +158,9 @@ impl Default for Config {
             keepalive_timeout: Duration::from_secs(20),
             max_resets_per_sec: 2048,
             max_pings_per_sec: 64,
+            max_queued_output: 8 << 20,
+            max_queued_output_per_call: 2 << 20,
+            max_metadata_memory: 4 << 20,
         }
     }
 }
@@ -292,6 +311,13 @@ struct Stream {
     remote_end: bool,
     blocked: bool,
     deadline: Option<Instant>,
+    /// Output offset (see `Connection::produced`) just past this call's
+    /// last queued message: what of it is unwritten is at most
+    /// `out_end - written`.
+    out_end: u64,
+    /// Memory held for this call's metadata (request metadata on the
+    /// server, response headers on the client).
+    md_cost: usize,
 }
 
 /// A ZAP-RPC connection endpoint.
@@ -328,6 +354,14 @@ pub struct Connection {
     rate_window: Instant,
     resets: u32,
     pings: u32,
+    /// Bytes handed to the transport by `poll_transmit`, ever.
+    handed: u64,
+    /// Bytes the transport reported written (`wrote`), ever.
+    written: u64,
+    /// A call waits for output to drain (`Writable` follows once it has).
+    out_waiters: bool,
+    /// Memory held for the open calls' metadata (sum of `md_cost`).
+    md_held: usize,
 }
 
 fn charge(len: usize) -> i64 {
@@ -344,11 +378,12 @@ impl Connection {
         c
     }
 
-    /// A server connection: writes SETTINGS, waits for the preface.
+    /// A server connection: waits for the preface, then writes SETTINGS
+    /// (nothing is written to a peer that did not send the preface, §2).
+    /// `now` is when the connection was accepted: the handshake timeout
+    /// counts from it.
     pub fn server(cfg: Config, now: Instant) -> Self {
-        let mut c = Self::new(Side::Server, cfg, now);
-        c.out.settings(&c.cfg.settings);
-        c
+        Self::new(Side::Server, cfg, now)
     }
 
     fn new(side: Side, cfg: Config, now: Instant) -> Self {
@@ -380,6 +415,10 @@ impl Connection {
             rate_window: now,
             resets: 0,
             pings: 0,
+            handed: 0,
+            written: 0,
+            out_waiters: false,
+            md_held: 0,
         }
     }
 
@@ -391,6 +430,11 @@ impl Connection {
     /// The peer's settings (defaults until its SETTINGS frame arrives).
     pub fn peer_settings(&self) -> &Settings {
         &self.peer
+    }
+
+    /// This side's configuration.
+    pub fn config(&self) -> &Config {
+        &self.cfg
     }
 
     /// This side's settings.
@@ -430,14 +474,54 @@ impl Connection {
         std::mem::take(&mut self.largest_frame)
     }
 
-    /// Bytes waiting to be written.
+    /// Bytes waiting to be taken by [`poll_transmit`](Self::poll_transmit).
     pub fn pending_output(&self) -> usize {
         self.out.len()
     }
 
-    /// Moves the bytes to write into `chunks`, in order.
+    /// Bytes produced and not yet reported written (see
+    /// [`wrote`](Self::wrote)): what this connection's output holds,
+    /// here and in the transport's queue.
+    pub fn unwritten(&self) -> usize {
+        (self.produced() - self.written) as usize
+    }
+
+    /// Memory held for the open calls' metadata, as charged against
+    /// [`Config::max_metadata_memory`].
+    pub fn metadata_memory(&self) -> usize {
+        self.md_held
+    }
+
+    /// Output offset: every byte ever produced.
+    fn produced(&self) -> u64 {
+        self.handed + self.out.len() as u64
+    }
+
+    /// Moves the bytes to write into `chunks`, in order. Report what the
+    /// transport then writes with [`wrote`](Self::wrote): until then the
+    /// bytes count against the output caps (§9).
     pub fn poll_transmit(&mut self, chunks: &mut Vec<Bytes>) {
+        self.handed += self.out.len() as u64;
         self.out.drain_into(chunks);
+    }
+
+    /// The transport wrote `n` more bytes of what `poll_transmit` handed
+    /// out. Calls that waited for output to drain get [`Event::Writable`].
+    pub fn wrote(&mut self, n: usize) {
+        self.written = (self.written + n as u64).min(self.handed);
+        if self.out_waiters && self.unwritten() < self.cfg.max_queued_output {
+            self.out_waiters = false;
+            self.wake_blocked();
+        }
+    }
+
+    /// What the output caps allow now.
+    fn out_cap_room(&self) -> OutRoom {
+        OutRoom {
+            conn: self.unwritten() < self.cfg.max_queued_output,
+            written: self.written,
+            per_call: self.cfg.max_queued_output_per_call as u64,
+        }
     }
 
     // ------------------------------------------------------------------
@@ -461,6 +545,7 @@ impl Connection {
                 }
                 buf.advance(PREFACE.len());
                 self.phase = Phase::Settings;
+                self.out.settings(&self.cfg.settings);
                 continue;
             }
             let Some(h) = Header::parse(buf) else {
@@ -525,6 +610,15 @@ impl Connection {
                     return self.fail(Reason::PROTOCOL_ERROR, "HEADERS sent to a server");
                 }
                 if self.streams.contains_key(&stream) {
+                    let cost = metadata.memory_size();
+                    if self.md_held + cost > self.cfg.max_metadata_memory {
+                        return self.abort_stream(
+                            stream,
+                            Code::RESOURCE_EXHAUSTED,
+                            "response headers exceed the client's metadata memory limit",
+                        );
+                    }
+                    self.charge_metadata(stream, cost);
                     self.events.push_back(Event::Headers {
                         id: stream,
                         metadata,
@@ -563,6 +657,12 @@ impl Connection {
         self.peer_settings_seen = true;
         let old = self.peer;
         self.peer.apply(pairs);
+        if self.peer.max_frame < MIN_MAX_FRAME {
+            return self.fail(
+                Reason::PROTOCOL_ERROR,
+                "MAX_FRAME below the minimum of 16384",
+            );
+        }
         // Windows used before the SETTINGS arrived move by the difference.
         let ds = self.peer.stream_window as i64 - old.stream_window as i64;
         for s in self.streams.values_mut() {
@@ -597,6 +697,11 @@ impl Connection {
             Some((Code::UNAVAILABLE, "server is going away; retry elsewhere"))
         } else if self.streams.len() >= self.cfg.settings.max_concurrent_streams as usize {
             Some((Code::RESOURCE_EXHAUSTED, "too many concurrent calls"))
+        } else if self.md_held + head.metadata.memory_size() > self.cfg.max_metadata_memory {
+            Some((
+                Code::RESOURCE_EXHAUSTED,
+                "metadata of the open calls exceeds the server's limit",
+            ))
         } else if message
             .as_ref()
             .is_some_and(|m| m.len() > self.cfg.settings.max_message as usize)
@@ -623,6 +728,7 @@ impl Connection {
             self.cfg.settings.stream_window,
         );
         self.add_stream(id, head.timeout, now, send, recv as i64 - cost, false, end);
+        self.charge_metadata(id, head.metadata.memory_size());
         self.events.push_back(Event::Open {
             id,
             head,
@@ -863,9 +969,14 @@ impl Connection {
                 break;
             }
             self.deadlines.pop_first();
-            self.deadline_passed(id);
+            self.deadline_passed(id, now);
+            if self.phase == Phase::Closed {
+                return;
+            }
         }
-        if let Some(iv) = self.cfg.keepalive_interval {
+        if let Some(iv) = self.cfg.keepalive_interval
+            && self.phase != Phase::Preface
+        {
             match self.ping_sent {
                 Some(sent) if now >= sent + self.cfg.keepalive_timeout => {
                     return self.fail(Reason::KEEPALIVE_TIMEOUT, "keepalive PING not answered");
@@ -884,10 +995,11 @@ impl Connection {
         }
     }
 
-    fn deadline_passed(&mut self, id: u32) {
+    fn deadline_passed(&mut self, id: u32, now: Instant) {
         if self.remove_stream(id).is_none() {
             return;
         }
+
         match self.side {
             // The client gives up and tells the server (§8).
             Side::Client => {
@@ -911,6 +1023,11 @@ impl Connection {
                     id,
                     code: Code::DEADLINE_EXCEEDED,
                 });
+                // Expiries count like resets (§9): each one started and
+                // stopped a handler, which a client can ask for with a tiny
+                // timeout as cheaply as with OPEN and CANCEL.
+                self.resets += 1;
+                self.over_rate(now);
             }
         }
     }
@@ -970,12 +1087,24 @@ impl Connection {
                 max: self.peer.max_concurrent_streams,
             });
         }
+        let frame = open_len(head, message.map(|m| m.len()));
         if let Some(m) = &message {
             self.check_size(m.len())?;
-            if self.conn_send <= 0 {
+            if frame > self.peer.max_frame as usize {
+                return Err(SendError::TooLarge {
+                    size: m.len(),
+                    max: (self.peer.max_frame as usize).saturating_sub(frame - m.len()) as u32,
+                });
+            }
+            if self.conn_send <= 0 || self.unwritten() >= self.cfg.max_queued_output {
+                self.out_waiters |= self.conn_send > 0;
                 self.conn_blocked = true;
                 return Err(SendError::Blocked);
             }
+        } else if frame > self.peer.max_frame as usize {
+            return Err(SendError::Invalid(
+                "request metadata exceeds the server's MAX_FRAME",
+            ));
         }
         let id = self.next_id;
         if id == u32::MAX {
@@ -990,15 +1119,21 @@ impl Connection {
         );
         self.add_stream(id, head.timeout, now, send - cost, recv as i64, end, false);
         self.out.open(id, head, message, end);
+        if message.is_some() {
+            let at = self.produced();
+            if let Some(s) = self.streams.get_mut(&id) {
+                s.out_end = at;
+            }
+        }
         Ok(id)
     }
 
+    /// A message of `len` bytes is within the peer's MAX_MESSAGE, and a
+    /// MESSAGE frame of it within its MAX_FRAME.
     fn check_size(&self, len: usize) -> Result<(), SendError> {
-        if len > self.peer.max_message as usize {
-            Err(SendError::TooLarge {
-                size: len,
-                max: self.peer.max_message,
-            })
+        let max = self.peer.max_message.min(self.peer.max_frame);
+        if len > max as usize {
+            Err(SendError::TooLarge { size: len, max })
         } else {
             Ok(())
         }
@@ -1022,6 +1157,7 @@ impl Connection {
         }
         self.check_size(message.len())?;
         let conn_open = self.conn_send > 0;
+        let (at, room) = (self.produced(), self.out_cap_room());
         let s = self.streams.get_mut(&id).ok_or(SendError::NoStream)?;
         if s.local_end {
             return Err(SendError::NoStream);
@@ -1031,11 +1167,17 @@ impl Connection {
             self.conn_blocked |= !conn_open;
             return Err(SendError::Blocked);
         }
+        if !room.admits(s) {
+            s.blocked = true;
+            self.out_waiters = true;
+            return Err(SendError::Blocked);
+        }
         let cost = charge(message.len());
         s.send_window -= cost;
         self.conn_send -= cost;
         let end = end && self.side == Side::Client;
         s.local_end = end;
+        s.out_end = at + (FRAME_HEADER_LEN + message.len()) as u64;
         self.out.message(id, message, end);
         Ok(())
     }
@@ -1060,7 +1202,8 @@ impl Connection {
 
     /// Server: sends response headers.
     pub fn send_headers(&mut self, id: u32, metadata: &Metadata) -> Result<(), SendError> {
-        if metadata_len(metadata) > self.peer.max_metadata as usize {
+        let len = metadata_len(metadata);
+        if len > self.peer.max_metadata as usize || 4 + len > self.peer.max_frame as usize {
             return Err(SendError::Invalid(
                 "response headers exceed the client's MAX_METADATA",
             ));
@@ -1088,13 +1231,27 @@ impl Connection {
         if self.phase == Phase::Closed {
             return Err(SendError::Closed);
         }
+        let max_frame = self.peer.max_frame as usize;
         if let Some(m) = &*message {
             self.check_size(m.len())?;
+            let frame = close_len(head, headers, Some(m.len()));
+            if frame > max_frame {
+                return Err(SendError::TooLarge {
+                    size: m.len(),
+                    max: max_frame.saturating_sub(frame - m.len()) as u32,
+                });
+            }
             let conn_open = self.conn_send > 0;
+            let room = self.out_cap_room();
             let s = self.streams.get_mut(&id).ok_or(SendError::NoStream)?;
             if s.send_window <= 0 || !conn_open {
                 s.blocked = true;
                 self.conn_blocked |= !conn_open;
+                return Err(SendError::Blocked);
+            }
+            if !room.admits(s) {
+                s.blocked = true;
+                self.out_waiters = true;
                 return Err(SendError::Blocked);
             }
             self.conn_send -= charge(m.len());
@@ -1105,12 +1262,13 @@ impl Connection {
         let max_md = self.peer.max_metadata as usize;
         if metadata_len(&head.trailers) > max_md
             || headers.is_some_and(|h| metadata_len(h) > max_md)
+            || close_len(head, headers, message.as_ref().map(Bytes::len)) > max_frame
         {
             // Sending them would make the client close the connection;
             // end this call with an error instead.
             let head = close_head(
                 Code::INTERNAL,
-                "response metadata exceeds the client's MAX_METADATA",
+                "response status or metadata exceeds the client's MAX_METADATA or MAX_FRAME",
             );
             self.out.close(id, &head, None, None);
             message.take();
@@ -1175,8 +1333,11 @@ impl Connection {
         if self.phase == Phase::Closed {
             return;
         }
-        let last = self.last_id;
-        self.out.goaway(last, reason.0, message.as_bytes());
+        // A server writes nothing to a peer that did not send the preface
+        // (§2): it may not speak the protocol at all.
+        if !(self.side == Side::Server && self.phase == Phase::Preface) {
+            self.out.goaway(self.last_id, reason.0, message.as_bytes());
+        }
         self.close_streams(Code::UNAVAILABLE, message);
         self.phase = Phase::Closed;
         self.events.push_back(Event::Closed(ConnError {
@@ -1272,6 +1433,8 @@ impl Connection {
                 remote_end,
                 blocked: false,
                 deadline,
+                out_end: 0,
+                md_cost: 0,
             },
         );
         self.idle_since = None;
@@ -1279,6 +1442,7 @@ impl Connection {
 
     fn remove_stream(&mut self, id: u32) -> Option<Stream> {
         let s = self.streams.remove(&id)?;
+        self.md_held -= s.md_cost;
         if let Some(d) = s.deadline {
             self.deadlines.remove(&(d, id));
         }
@@ -1288,6 +1452,14 @@ impl Connection {
         Some(s)
     }
 
+    /// Charges `cost` bytes of metadata memory to open stream `id`.
+    fn charge_metadata(&mut self, id: u32, cost: usize) {
+        if let Some(s) = self.streams.get_mut(&id) {
+            s.md_cost += cost;
+            self.md_held += cost;
+        }
+    }
+
     fn wake_blocked(&mut self) {
         if self.conn_send <= 0 {
             return;
@@ -1295,12 +1467,35 @@ impl Connection {
         if std::mem::take(&mut self.conn_blocked) {
             self.events.push_back(Event::Writable { id: 0 });
         }
+        let room = self.out_cap_room();
+        let mut waiting = false;
         for (&id, s) in self.streams.iter_mut() {
             if s.blocked && s.send_window > 0 {
+                if !room.admits(s) {
+                    waiting = true;
+                    continue;
+                }
                 s.blocked = false;
                 self.events.push_back(Event::Writable { id });
             }
         }
+        self.out_waiters |= waiting;
+    }
+}
+
+/// The output caps' verdict at one moment (§9): whether the connection's
+/// unwritten output leaves room, and what a call's may be.
+#[derive(Clone, Copy)]
+struct OutRoom {
+    conn: bool,
+    written: u64,
+    per_call: u64,
+}
+
+impl OutRoom {
+    /// Whether `s` may queue another message.
+    fn admits(&self, s: &Stream) -> bool {
+        self.conn && s.out_end.saturating_sub(self.written) < self.per_call
     }
 }
 

@@ -669,7 +669,7 @@ impl Out {
         end: bool,
     ) {
         let md = metadata_len(&head.metadata);
-        let len = 2 + head.method.len() + 8 + 4 + md + message.map_or(0, |m| m.len());
+        let len = open_len(head, message.map(Bytes::len));
         let mut flags = if end { flag::END } else { 0 };
         if message.is_some() {
             flags |= flag::MESSAGE;
@@ -716,15 +716,7 @@ impl Out {
         let hlen = headers.map(metadata_len);
         let tlen = metadata_len(&head.trailers);
         let status_msg = truncate_utf8(&head.message, MAX_STATUS_MESSAGE);
-        let len = 4
-            + 2
-            + status_msg.len()
-            + 4
-            + head.details.len()
-            + hlen.map_or(0, |l| 4 + l)
-            + 4
-            + tlen
-            + message.as_ref().map_or(0, Bytes::len);
+        let len = close_len(head, headers, message.as_ref().map(Bytes::len));
         let mut flags = 0;
         if headers.is_some() {
             flags |= flag::HEADERS;
@@ -785,6 +777,29 @@ impl Out {
             self.put(v);
         }
     }
+}
+
+/// Payload length of an OPEN frame with `head` and a message of `message`
+/// bytes.
+pub(crate) fn open_len(head: &OpenHead, message: Option<usize>) -> usize {
+    2 + head.method.len() + 8 + 4 + metadata_len(&head.metadata) + message.unwrap_or(0)
+}
+
+/// Payload length of a CLOSE frame (the status message as truncated when
+/// written).
+pub(crate) fn close_len(
+    head: &CloseHead,
+    headers: Option<&Metadata>,
+    message: Option<usize>,
+) -> usize {
+    4 + 2
+        + truncate_utf8(&head.message, MAX_STATUS_MESSAGE).len()
+        + 4
+        + head.details.len()
+        + headers.map_or(0, |h| 4 + metadata_len(h))
+        + 4
+        + metadata_len(&head.trailers)
+        + message.unwrap_or(0)
 }
 
 /// Encoded size of a metadata block's entries (without its length word).

@@ -17,7 +17,8 @@ mod tests;
 #[cfg(feature = "quic")]
 pub(crate) use conn::MAX_METHOD;
 pub use conn::{
-    Config, ConnError, Connection, Event, MESSAGE_OVERHEAD, Reason, SendError, Side, close_head,
+    Config, ConnError, Connection, Event, MESSAGE_OVERHEAD, MIN_MAX_FRAME, Reason, SendError, Side,
+    close_head,
 };
 pub use frame::{CloseHead, FRAME_HEADER_LEN, OpenHead, PREFACE, Settings};
 #[cfg(feature = "quic")]

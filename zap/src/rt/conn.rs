@@ -35,11 +35,10 @@ use crate::metadata::Metadata;
 use crate::proto::{CloseHead, ConnError, Connection, Event, OpenHead, Reason};
 use crate::status::{Code, Status};
 
-/// Output beyond what flow control allows before reading pauses (see
-/// `Driver::read_pause`).
+/// Output beyond what the output caps allow before reading pauses (see
+/// `Io::read_pause`).
 const PAUSE_MARGIN: usize = 1 << 20;
-/// Caps on the peer-announced window and message size used for the pause.
-const MAX_WINDOW_OUT: usize = 64 << 20;
+/// Cap on the peer-announced message size used for the pause.
 const MAX_MESSAGE_OUT: usize = 16 << 20;
 /// How long a closed connection may take to write its last bytes.
 const CLOSE_FLUSH: std::time::Duration = std::time::Duration::from_secs(1);
@@ -279,13 +278,14 @@ impl WriterCell {
     }
 
     /// Writes `chunks` without waiting, removing what was written: `true`
-    /// if that was all. A full socket, or an error (which the driver's
-    /// next write then meets), leaves the rest.
-    fn write_now(&self, chunks: &mut Vec<Bytes>) -> bool {
+    /// if that was all, and the bytes written. A full socket, or an error
+    /// (which the driver's next write then meets), leaves the rest.
+    fn write_now(&self, chunks: &mut Vec<Bytes>) -> (bool, usize) {
         let guard = self.lock();
         let Some(w) = guard.as_ref() else {
-            return false;
+            return (false, 0);
         };
+        let mut total = 0;
         let mut i = 0;
         while i < chunks.len() {
             let res = if i + 1 == chunks.len() {
@@ -296,13 +296,16 @@ impl WriterCell {
                 w.try_write_vectored(&iov[..n_iov])
             };
             match res {
-                Ok(n) if n > 0 => i += written(chunks[i..].iter_mut(), n),
+                Ok(n) if n > 0 => {
+                    total += n;
+                    i += written(chunks[i..].iter_mut(), n);
+                }
                 _ => break,
             }
         }
         drop(guard);
         chunks.drain(..i);
-        chunks.is_empty()
+        (chunks.is_empty(), total)
     }
 }
 
@@ -428,8 +431,11 @@ impl Inner {
         self.conn.poll_transmit(&mut chunks);
         // A full socket (or an error, which the driver then meets): the
         // rest goes first in the driver's next write.
-        let all = cell.write_now(&mut chunks);
+        let (all, n) = cell.write_now(&mut chunks);
         self.spill = chunks;
+        self.conn.wrote(n);
+        // Calls that waited for output room (PROTOCOL.md §9) may go on.
+        self.dispatch();
         if !all {
             self.out_idle = false;
         }
@@ -780,6 +786,8 @@ struct Io {
     frame_hint: usize,
     wqueue: VecDeque<Bytes>,
     wbytes: usize,
+    /// Bytes written since the state machine was last told (`wrote`).
+    written: usize,
     chunks: Vec<Bytes>,
     timer: Pin<Box<tokio::time::Sleep>>,
     timer_at: Option<Instant>,
@@ -792,12 +800,12 @@ struct Io {
     spawn: Vec<NewCall>,
     answers: Vec<Answer>,
     /// Reading pauses while this much output waits for the socket. Message
-    /// output is bounded by the peer's windows (its connection window plus
-    /// one message, PROTOCOL.md §7), so only output a peer can force without
-    /// flow control (PING answers, refusals) can reach this: a peer that
-    /// does not read gets no more of our attention. Set above the window
-    /// bound, it never stops legitimate traffic (pausing at a fixed 8 MiB
-    /// deadlocked two peers sending each other large messages).
+    /// output is bounded by the output cap plus one message (PROTOCOL.md
+    /// §9), so only output a peer can force without flow control (PING
+    /// answers, refusals) can reach this: a peer that does not read gets no
+    /// more of our attention. Set above the message bound, it never stops
+    /// legitimate traffic (pausing at a fixed 8 MiB deadlocked two peers
+    /// sending each other large messages).
     read_pause: usize,
     /// Bounds the final flush of a closed connection.
     close_timer: Option<Pin<Box<tokio::time::Sleep>>>,
@@ -838,6 +846,7 @@ impl Driver {
                 frame_hint: 0,
                 wqueue: VecDeque::new(),
                 wbytes: 0,
+                written: 0,
                 chunks: Vec::new(),
                 timer: Box::pin(tokio::time::sleep(std::time::Duration::from_secs(3600))),
                 timer_at: None,
@@ -1024,6 +1033,7 @@ impl Io {
                 Poll::Ready(Ok(n)) => {
                     self.needs_flush = true;
                     self.wbytes -= n;
+                    self.written += n;
                     let done = written(self.wqueue.iter_mut(), n);
                     self.wqueue.drain(..done);
                 }
@@ -1045,10 +1055,12 @@ impl Io {
     /// plain one that takes them all: `true` if nothing is left. Called
     /// under the connection lock (see `Driver::poll`); what is not written
     /// stays in `chunks` for `write`.
-    fn write_locked(&mut self) -> bool {
+    fn write_locked(&mut self, inner: &mut Inner) -> bool {
         match &self.writer {
             Some(cell) if self.chunks.iter().map(Bytes::len).sum::<usize>() <= LOCKED_WRITE_MAX => {
-                cell.write_now(&mut self.chunks)
+                let (all, n) = cell.write_now(&mut self.chunks);
+                inner.conn.wrote(n);
+                all
             }
             _ => false,
         }
@@ -1129,6 +1141,11 @@ impl Future for Driver {
             let read = io.read(cx);
             let mut progress = read.more;
             let mut inner = shared.lock();
+            if io.written > 0 {
+                // What the last write took frees output room (§9).
+                inner.conn.wrote(std::mem::take(&mut io.written));
+                inner.dispatch();
+            }
             io.process(&mut inner, read, &mut spawn);
             if first {
                 first = false;
@@ -1170,9 +1187,8 @@ impl Future for Driver {
             inner.conn.poll_transmit(&mut io.chunks);
             // Local caps: the peer's announcement sets the bound, but not
             // beyond what this side is willing to buffer.
-            let peer = inner.conn.peer_settings();
-            io.read_pause = (peer.connection_window as usize).min(MAX_WINDOW_OUT)
-                + (peer.max_message as usize).min(MAX_MESSAGE_OUT)
+            io.read_pause = inner.conn.config().max_queued_output
+                + (inner.conn.peer_settings().max_message as usize).min(MAX_MESSAGE_OUT)
                 + PAUSE_MARGIN;
             if inner.conn.is_closed() {
                 // Nothing read from now on matters: stop reading, so a peer
@@ -1207,7 +1223,7 @@ impl Future for Driver {
                     && !unwritten
                     && inner.calls.len() <= 1
                     && !inner.conn.is_closed()
-                    && io.write_locked());
+                    && io.write_locked(&mut inner));
             if !progress && done && (!unwritten || blocked) {
                 inner.driver_active = false;
                 inner.out_idle = !unwritten;

@@ -21,6 +21,8 @@ mod link;
 mod quic;
 mod server;
 pub(crate) mod service;
+#[cfg(feature = "grpc")]
+mod sniff;
 
 pub use call::{Method, Request, Response, Streaming};
 pub use client::{CallResponse, CallSender, Channel, ChannelBuilder, RawCall, RequestStream};
@@ -46,6 +48,9 @@ pub(crate) fn proto_config(limits: &zap_transport::Limits) -> Config {
         idle_timeout: limits.idle_timeout,
         keepalive_interval: limits.keepalive_interval,
         keepalive_timeout: limits.keepalive_timeout,
+        max_queued_output: limits.max_queued_output,
+        max_queued_output_per_call: limits.max_queued_output_per_call,
+        max_metadata_memory: limits.max_metadata_memory,
         ..Config::default()
     }
 }

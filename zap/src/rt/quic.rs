@@ -913,15 +913,15 @@ async fn exchange_settings(
     }
 }
 
-/// Exchanges SETTINGS within the handshake timeout, closing the
+/// Exchanges SETTINGS by `deadline` (the handshake deadline), closing the
 /// connection if that fails.
 async fn start_connection(
     connection: &QuicConnection,
     limits: &Limits,
+    deadline: Instant,
 ) -> Result<(SendStream, FrameReader, Settings, Settings), String> {
     let local = proto_config(limits).settings;
-    let timeout = limits.handshake_timeout;
-    match tokio::time::timeout(timeout, exchange_settings(connection, &local)).await {
+    match tokio::time::timeout_at(deadline.into(), exchange_settings(connection, &local)).await {
         Ok(Ok((control, reader, remote))) => Ok((control, reader, local, remote)),
         Ok(Err((reason, why))) => {
             if reason != Reason::NO_ERROR {
@@ -1013,8 +1013,10 @@ async fn establish(
     conn: zap_transport::quic::QuicConn,
     limits: &Limits,
 ) -> Result<Arc<QConn>, String> {
+    // A server's deadline counts from accept (§2), a client's from now.
+    let deadline = conn.accepted_at().unwrap_or_else(Instant::now) + limits.handshake_timeout;
     let (connection, peer, guard) = conn.into_parts();
-    let (control, reader, local, remote) = start_connection(&connection, limits).await?;
+    let (control, reader, local, remote) = start_connection(&connection, limits, deadline).await?;
     let q = QConn::new(connection, peer, guard, local, remote, control, limits);
     tokio::spawn(watch_control(q.clone(), reader, limits.idle_timeout));
     Ok(q)

@@ -754,13 +754,16 @@ impl Server {
                             let Ok(conn) = conn else {
                                 return;
                             };
+                            // The handshake deadline counts from accept on
+                            // every path (PROTOCOL.md §2, §12).
+                            let accepted = conn.accepted_at().unwrap_or_else(Instant::now);
                             let (stream, peer, guard) = conn.into_parts();
                             #[cfg(feature = "grpc")]
                             let (stream, read_ahead) = match grpc {
                                 None => (stream, None),
-                                Some(grpc) => match sniff(stream, &peer, &limits, &mut stop_hs).await {
-                                    Sniffed::Zap(stream, first) => (stream, first),
-                                    Sniffed::H2(io) => {
+                                Some(grpc) => match super::sniff::sniff(stream, &peer, accepted + limits.handshake_timeout, &mut stop_hs).await {
+                                    super::sniff::Sniffed::Zap(stream, first) => (stream, first),
+                                    super::sniff::Sniffed::H2(io) => {
                                         let force = Arc::new(tokio::sync::Notify::new());
                                         let key = h2_conns.insert(force.clone());
                                         let mut stop = stop;
@@ -780,10 +783,10 @@ impl Server {
                                         h2_conns.remove(key);
                                         return;
                                     }
-                                    Sniffed::Gone => return,
+                                    super::sniff::Sniffed::Gone => return,
                                 },
                             };
-                            let proto = Connection::server(proto_config(&limits), Instant::now());
+                            let proto = Connection::server(proto_config(&limits), accepted);
                             let shared = Shared::new(proto, peer);
                             let key = conns.insert(shared.clone());
                             // Shutdown retires the connections in `conns`
@@ -845,49 +848,6 @@ pub(crate) async fn drain<T: Clone>(conns: &ConnSet<T>, timeout: Duration, close
     let end = tokio::time::Instant::now() + Duration::from_secs(1);
     while !conns.is_empty() && tokio::time::Instant::now() < end {
         tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
-
-/// What a connection on a server that also serves gRPC speaks.
-#[cfg(feature = "grpc")]
-enum Sniffed {
-    /// ZAP, with the first byte if it was read.
-    Zap(zap_transport::Stream, Option<u8>),
-    /// HTTP/2 (gRPC), with what was read put back.
-    H2(super::grpc::Rewind<zap_transport::Stream>),
-    /// Closed, silent for too long, or the server is stopping.
-    Gone,
-}
-
-/// Tells ZAP from HTTP/2: by ALPN under TLS, else by the first byte (ZAP's
-/// preface starts with `0x5A`, HTTP/2's with `P`; PROTOCOL.md §12).
-#[cfg(feature = "grpc")]
-async fn sniff(
-    mut stream: zap_transport::Stream,
-    peer: &PeerInfo,
-    limits: &zap_transport::Limits,
-    stop: &mut watch::Receiver<bool>,
-) -> Sniffed {
-    use tokio::io::AsyncReadExt;
-    if let Some(alpn) = &peer.alpn {
-        return if alpn.as_slice() == zap_transport::ALPN_H2 {
-            Sniffed::H2(super::grpc::Rewind::new(Bytes::new(), stream))
-        } else {
-            Sniffed::Zap(stream, None)
-        };
-    }
-    let mut first = [0u8; 1];
-    // The first byte is due within the handshake timeout.
-    let read = tokio::time::timeout(limits.handshake_timeout, stream.read(&mut first));
-    tokio::select! {
-        r = read => match r {
-            Ok(Ok(1)) if first[0] == b'P' => {
-                Sniffed::H2(super::grpc::Rewind::new(Bytes::copy_from_slice(&first), stream))
-            }
-            Ok(Ok(1)) => Sniffed::Zap(stream, Some(first[0])),
-            _ => Sniffed::Gone,
-        },
-        _ = stop.wait_for(|s| *s) => Sniffed::Gone,
     }
 }
 
