@@ -134,7 +134,7 @@ pub use rt::grpc;
 pub use rt::{
     AnyListener, BoxError, BoxStream, CallChannel, CallResponse, CallSender, Channel,
     ChannelBuilder, DuplicateRoute, IntoRequest, Method, NamedService, RawCall, Request,
-    RequestStream, Response, Router, ServeError, Server, ServerCall, Streaming,
+    RequestStream, Response, Router, ServeError, Server, ServerCall, ServerStats, Streaming,
 };
 pub use zap_derive::{Message, service};
 /// Transport: URLs, TLS configuration, listeners and limits.

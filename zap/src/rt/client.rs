@@ -310,7 +310,7 @@ impl Channel {
                     .map_err(|e| e.to_string())?;
                 let (stream, peer, guard) = conn.into_parts();
                 let proto = Connection::client(proto_config(limits), Instant::now());
-                let shared = Shared::new(proto, peer);
+                let shared = Shared::new(proto, peer, None);
                 tokio::spawn(Driver::new(shared.clone(), stream, None, Some(guard)));
                 Ok(ClientConn::Mux(shared))
             }

@@ -219,10 +219,17 @@ pub(crate) struct Inner {
 pub(crate) struct Shared {
     inner: Mutex<Inner>,
     pub(crate) peer: Arc<PeerInfo>,
+    /// A server's accounting, noted by the driver.
+    stats: Option<super::ServerStats>,
 }
 
 impl Shared {
-    pub(crate) fn new(conn: Connection, peer: PeerInfo) -> Arc<Shared> {
+    /// A connection's state; a server's reports to its `stats`.
+    pub(crate) fn new(
+        conn: Connection,
+        peer: PeerInfo,
+        stats: Option<super::ServerStats>,
+    ) -> Arc<Shared> {
         Arc::new(Shared {
             inner: Mutex::new(Inner {
                 conn,
@@ -240,6 +247,7 @@ impl Shared {
                 takes_whole: None,
             }),
             peer: Arc::new(peer),
+            stats,
         })
     }
 
@@ -1185,6 +1193,10 @@ impl Future for Driver {
             // A caller's unwritten rest goes first.
             io.chunks.append(&mut inner.spill);
             inner.conn.poll_transmit(&mut io.chunks);
+            if let Some(stats) = &shared.stats {
+                stats.note_output(inner.conn.unwritten());
+                stats.note_metadata(inner.conn.metadata_memory());
+            }
             // Local caps: the peer's announcement sets the bound, but not
             // beyond what this side is willing to buffer.
             io.read_pause = inner.conn.config().max_queued_output

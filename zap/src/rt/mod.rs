@@ -20,6 +20,7 @@ mod link;
 #[cfg(feature = "quic")]
 mod quic;
 mod server;
+mod stats;
 pub(crate) mod service;
 #[cfg(feature = "grpc")]
 mod sniff;
@@ -28,6 +29,7 @@ pub use call::{Method, Request, Response, Streaming};
 pub use client::{CallResponse, CallSender, Channel, ChannelBuilder, RawCall, RequestStream};
 pub use server::{AnyListener, BoxError, DuplicateRoute, Router, ServeError, Server, ServerCall};
 pub use service::{BoxStream, CallChannel, IntoRequest, NamedService};
+pub use stats::ServerStats;
 
 use crate::proto::{Config, Settings};
 

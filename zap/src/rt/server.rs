@@ -592,6 +592,7 @@ pub struct Server {
     drain_timeout: Duration,
     #[cfg(feature = "grpc")]
     grpc: Option<super::grpc::GrpcServing>,
+    stats: super::ServerStats,
 }
 
 impl Default for Server {
@@ -601,6 +602,7 @@ impl Default for Server {
             drain_timeout: Duration::from_secs(30),
             #[cfg(feature = "grpc")]
             grpc: None,
+            stats: super::ServerStats::default(),
         }
     }
 }
@@ -649,6 +651,12 @@ impl Server {
     pub fn grpc(mut self, protobuf: super::grpc::Protobuf) -> Self {
         self.grpc = Some(super::grpc::GrpcServing { protobuf });
         self
+    }
+
+    /// What the server holds for its peers, by its own accounting (see
+    /// [`ServerStats`](super::ServerStats)). Take it before serving.
+    pub fn stats(&self) -> super::ServerStats {
+        self.stats.clone()
     }
 
     /// How long shutdown lets calls in flight finish before stopping them.
@@ -741,6 +749,7 @@ impl Server {
                         let limits = limits.clone();
                         let conns = conns.clone();
                         let stop = stop_rx.clone();
+                        let stats = self.stats.clone();
                         #[cfg(feature = "grpc")]
                         let (grpc, h2_conns) = (self.grpc.clone(), h2_conns.clone());
                         tokio::spawn(async move {
@@ -773,6 +782,7 @@ impl Server {
                                             &grpc,
                                             Arc::new(peer),
                                             &limits,
+                                            &stats,
                                             async move {
                                                 let _ = stop.wait_for(|s| *s).await;
                                             },
@@ -787,7 +797,7 @@ impl Server {
                                 },
                             };
                             let proto = Connection::server(proto_config(&limits), accepted);
-                            let shared = Shared::new(proto, peer);
+                            let shared = Shared::new(proto, peer, Some(stats));
                             let key = conns.insert(shared.clone());
                             // Shutdown retires the connections in `conns`
                             // after raising `stop`: one inserted since then

@@ -455,6 +455,7 @@ pub(crate) async fn serve_h2<S, I>(
     serving: &GrpcServing,
     peer: Arc<PeerInfo>,
     limits: &zap_transport::Limits,
+    stats: &crate::rt::ServerStats,
     stop: impl std::future::Future<Output = ()>,
     force: impl std::future::Future<Output = ()>,
 ) where
@@ -473,6 +474,7 @@ pub(crate) async fn serve_h2<S, I>(
         max_message,
         calls: Arc::new(AtomicU64::new(0)),
         activity: activity.clone(),
+        budget: Arc::new(server::ConnBudget::new(limits, stats.clone())),
     };
     let mut builder =
         hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new());
@@ -482,6 +484,8 @@ pub(crate) async fn serve_h2<S, I>(
         // Metadata is bounded as on ZAP: 64 KiB of header list.
         .max_header_list_size(64 << 10)
         .max_pending_accept_reset_streams(20)
+        // What HTTP/2 buffers per stream beyond our accounting (§9).
+        .max_send_buf_size(server::H2_SEND_BUFFER)
         .max_local_error_reset_streams(1024);
     if let Some(interval) = limits.keepalive_interval {
         builder

@@ -39,8 +39,99 @@ use crate::status::{Code, Status};
 /// The content type of gRPC with ZAP messages.
 pub(crate) const ZAP_CONTENT_TYPE: &str = "application/grpc+zap";
 
-/// Response messages a handler may queue ahead of HTTP/2 flow control.
+/// Response messages a handler may queue ahead of HTTP/2 flow control
+/// (and no more than `Limits::max_queued_output_per_call` bytes of them).
 const QUEUED: usize = 2;
+
+/// Bytes of HTTP/2 send buffer per stream: what hyper buffers for a
+/// stream beyond what our accounting sees (a message handed to HTTP/2 is
+/// counted until the next one is asked for, which happens once the stream
+/// has drained below this). Bounds a connection's unseen output to this
+/// times its streams.
+pub(crate) const H2_SEND_BUFFER: usize = 64 << 10;
+
+/// What one HTTP/2 connection's calls hold against the local caps
+/// (PROTOCOL.md §9, §12): response bytes queued ahead of HTTP/2, and the
+/// open calls' metadata.
+pub(crate) struct ConnBudget {
+    out: AtomicUsize,
+    metadata: AtomicUsize,
+    max_out: usize,
+    max_out_per_call: usize,
+    max_metadata: usize,
+    /// Calls waiting for the connection's output to drain.
+    waiters: Mutex<Vec<Waker>>,
+    stats: crate::rt::ServerStats,
+}
+
+impl ConnBudget {
+    pub(crate) fn new(limits: &zap_transport::Limits, stats: crate::rt::ServerStats) -> Self {
+        ConnBudget {
+            out: AtomicUsize::new(0),
+            metadata: AtomicUsize::new(0),
+            max_out: limits.max_queued_output,
+            max_out_per_call: limits.max_queued_output_per_call,
+            max_metadata: limits.max_metadata_memory,
+            waiters: Mutex::new(Vec::new()),
+            stats,
+        }
+    }
+
+    /// Whether the connection's queued output leaves room; if not, `w`
+    /// is woken when some drains.
+    fn out_room(&self, w: &Waker) -> bool {
+        if self.out.load(Ordering::Acquire) < self.max_out {
+            return true;
+        }
+        lock(&self.waiters).push(w.clone());
+        // Registered before the second look: a release in between wakes it.
+        self.out.load(Ordering::Acquire) < self.max_out
+    }
+
+    fn take_out(&self, n: usize) {
+        let now = self.out.fetch_add(n, Ordering::AcqRel) + n;
+        self.stats.note_output(now);
+    }
+
+    fn release_out(&self, n: usize) {
+        if n == 0 {
+            return;
+        }
+        self.out.fetch_sub(n, Ordering::AcqRel);
+        let waiters = std::mem::take(&mut *lock(&self.waiters));
+        for w in waiters {
+            w.wake();
+        }
+    }
+
+    /// Charges `n` bytes of metadata memory, unless that passes the cap.
+    fn take_metadata(&self, n: usize) -> bool {
+        let mut cur = self.metadata.load(Ordering::Acquire);
+        loop {
+            if cur + n > self.max_metadata {
+                return false;
+            }
+            match self.metadata.compare_exchange_weak(
+                cur,
+                cur + n,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => {
+                    self.stats.note_metadata(cur + n);
+                    return true;
+                }
+                Err(now) => cur = now,
+            }
+        }
+    }
+}
+
+/// What a queued response message costs: its bytes plus a fixed part, so
+/// that empty messages are not free (as in flow control, PROTOCOL.md §7).
+fn cost(m: &Bytes) -> usize {
+    m.len() + crate::proto::MESSAGE_OVERHEAD as usize
+}
 
 /// One gRPC request as a call: the request messages come from tonic's
 /// decoder, the responses go to the stream tonic encodes.
@@ -58,6 +149,20 @@ pub(crate) struct GrpcCall {
     /// Counts the call open on its connection while any part of it lives
     /// (handler, request or response body).
     _open: OpenCall,
+    /// The connection's caps, charged with this call's queued output and
+    /// metadata until it ends.
+    budget: Arc<ConnBudget>,
+    /// Metadata memory charged to `budget`.
+    md_cost: AtomicUsize,
+}
+
+impl Drop for GrpcCall {
+    fn drop(&mut self) {
+        let out = self.out.get_mut().unwrap_or_else(|e| e.into_inner());
+        self.budget.release_out(std::mem::take(&mut out.bytes));
+        let md = self.md_cost.load(Ordering::Acquire);
+        self.budget.metadata.fetch_sub(md, Ordering::AcqRel);
+    }
 }
 
 /// The calls open on one HTTP/2 connection, for its idle timeout.
@@ -130,6 +235,20 @@ struct Out {
     reader_gone: bool,
     reader: Option<Waker>,
     writer: Option<Waker>,
+    /// Cost of the queued messages and of the one last handed to tonic
+    /// (counted until the next is asked for: see `H2_SEND_BUFFER`).
+    bytes: usize,
+    /// Cost of the message last handed to tonic.
+    inflight: usize,
+}
+
+impl Out {
+    /// Drops the charge of the message last handed to tonic.
+    fn release_inflight(&mut self, budget: &ConnBudget) {
+        let n = std::mem::take(&mut self.inflight);
+        self.bytes -= n;
+        budget.release_out(n);
+    }
 }
 
 struct Cancel {
@@ -233,12 +352,17 @@ impl GrpcCall {
             if out.reader_gone || out.ended {
                 return Poll::Ready(Err(Status::cancelled("call ended")));
             }
-            if out.queue.len() >= QUEUED {
+            if out.queue.len() >= QUEUED || out.bytes >= self.budget.max_out_per_call {
                 out.writer = Some(cx.waker().clone());
+                return Poll::Pending;
+            }
+            if !self.budget.out_room(cx.waker()) {
                 return Poll::Pending;
             }
             Self::start(&mut out, Start::Headers(Metadata::new()));
             if let Some(m) = message.take() {
+                out.bytes += cost(&m);
+                self.budget.take_out(cost(&m));
                 out.queue.push_back(Event::Message(m));
             }
             if let Some(w) = out.reader.take() {
@@ -271,6 +395,8 @@ impl GrpcCall {
         let headers = headers.cloned().unwrap_or_default();
         Self::start(&mut out, Start::Headers(headers));
         if let Some(m) = message {
+            out.bytes += cost(&m);
+            self.budget.take_out(cost(&m));
             out.queue.push_back(Event::Message(m));
         }
         out.queue.push_back(Event::End(status));
@@ -313,8 +439,14 @@ impl Stream for Responses {
         if let Some(w) = out.writer.take() {
             w.wake();
         }
+        // Asked for the next: the last one went to HTTP/2, whose own
+        // buffer holds at most H2_SEND_BUFFER of it now.
+        out.release_inflight(&self.call.budget);
         match event {
-            Some(Event::Message(m)) => Poll::Ready(Some(Ok(m))),
+            Some(Event::Message(m)) => {
+                out.inflight = cost(&m);
+                Poll::Ready(Some(Ok(m)))
+            }
             Some(Event::End(s)) => {
                 drop(out);
                 self.done = true;
@@ -341,6 +473,10 @@ impl Drop for Responses {
         if let Some(w) = out.writer.take() {
             w.wake();
         }
+        // Nothing queued will be read: free it now.
+        out.queue.clear();
+        self.call.budget.release_out(std::mem::take(&mut out.bytes));
+        out.inflight = 0;
         drop(out);
         if !self.done {
             self.call.cancel(Code::CANCELLED);
@@ -401,6 +537,15 @@ where
             Ok(m) => m,
             Err(s) => return Box::pin(async move { Err(to_tonic(s)) }),
         };
+        // Held until the call ends, against the connection's cap (§9).
+        let md = head.metadata.memory_size();
+        if !call.budget.take_metadata(md) {
+            let s = Status::resource_exhausted(
+                "metadata of the open calls exceeds the server's limit",
+            );
+            return Box::pin(async move { Err(to_tonic(s)) });
+        }
+        call.md_cost.store(md, Ordering::Release);
         let deadline = self.deadline;
         lock(&call.requests).stream = Some(Box::pin(req.into_inner()));
         let link = Link::Grpc(call.clone());
@@ -433,6 +578,7 @@ pub(crate) struct GrpcHttp<S> {
     pub(crate) max_message: usize,
     pub(crate) calls: Arc<AtomicU64>,
     pub(crate) activity: Arc<Activity>,
+    pub(crate) budget: Arc<ConnBudget>,
 }
 
 type HttpResponse = http::Response<tonic::body::Body>;
@@ -501,6 +647,8 @@ where
                 reader_gone: false,
                 reader: None,
                 writer: None,
+                bytes: 0,
+                inflight: 0,
             }),
             cancel: Mutex::new(Cancel {
                 code: None,
@@ -510,6 +658,8 @@ where
             ok_trailers: Mutex::new(None),
             broken: AtomicBool::new(false),
             _open: open,
+            budget: self.budget.clone(),
+            md_cost: AtomicUsize::new(0),
         });
         let req = req.map(|body| RequestBody {
             inner: body,
