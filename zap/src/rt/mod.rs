@@ -20,10 +20,10 @@ mod link;
 #[cfg(feature = "quic")]
 mod quic;
 mod server;
-mod stats;
 pub(crate) mod service;
 #[cfg(feature = "grpc")]
 mod sniff;
+mod stats;
 
 pub use call::{Method, Request, Response, Streaming};
 pub use client::{CallResponse, CallSender, Channel, ChannelBuilder, RawCall, RequestStream};

@@ -540,9 +540,8 @@ where
         // Held until the call ends, against the connection's cap (§9).
         let md = head.metadata.memory_size();
         if !call.budget.take_metadata(md) {
-            let s = Status::resource_exhausted(
-                "metadata of the open calls exceeds the server's limit",
-            );
+            let s =
+                Status::resource_exhausted("metadata of the open calls exceeds the server's limit");
             return Box::pin(async move { Err(to_tonic(s)) });
         }
         call.md_cost.store(md, Ordering::Release);
