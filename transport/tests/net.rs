@@ -525,6 +525,95 @@ async fn max_connections_refuses_extra_and_frees_slot_on_close() {
 }
 
 #[tokio::test]
+async fn one_address_cannot_take_every_slot() {
+    let limits = Limits::default()
+        .with_max_connections(8)
+        .with_max_connections_per_ip(2);
+    let listener = Listener::bind(&url("zap://127.0.0.1:0"), None, limits)
+        .await
+        .unwrap();
+    let local = listener.local_url();
+    let listener = Arc::new(listener);
+    let mut server = serve_echo(Arc::clone(&listener));
+    let connector = Connector::new(Limits::default());
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut c = connector.connect(&local).await.unwrap();
+        assert_echo(&mut c.stream).await;
+        next_result(&mut server).await.unwrap();
+        held.push(c);
+    }
+    // A third from 127.0.0.1 is closed unserved, though slots are free.
+    let mut third = connector.connect(&local).await.unwrap();
+    assert!(roundtrip(&mut third.stream, b"hello").await.is_err());
+    assert_eq!(listener.refused_connections(), 1);
+    // Closing one gives the address its share back.
+    drop(held.pop());
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let mut again = connector.connect(&local).await.unwrap();
+        if roundtrip(&mut again.stream, b"again").await.is_ok() {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "share never freed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn connection_rate_per_address_is_a_token_bucket() {
+    let rate = zap_transport::ConnectionRate {
+        per_second: 1,
+        burst: 3,
+    };
+    let limits = Limits::default().with_connection_rate_per_ip(rate);
+    let listener = Listener::bind(&url("zap://127.0.0.1:0"), None, limits)
+        .await
+        .unwrap();
+    let local = listener.local_url();
+    let listener = Arc::new(listener);
+    let _server = serve_echo(Arc::clone(&listener));
+    let connector = Connector::new(Limits::default());
+    // The burst is served (and closing them gives no tokens back)...
+    for _ in 0..3 {
+        let mut c = connector.connect(&local).await.unwrap();
+        assert_echo(&mut c.stream).await;
+    }
+    // ...the next start within the second is refused.
+    let mut fourth = connector.connect(&local).await.unwrap();
+    assert!(roundtrip(&mut fourth.stream, b"hello").await.is_err());
+    assert_eq!(listener.refused_connections(), 1);
+}
+
+#[tokio::test]
+async fn the_listen_backlog_holds_a_burst_of_connects() {
+    // Nobody accepts: every connect must complete in the kernel's queue.
+    // With the standard library's backlog of 128 most of these would wait
+    // on SYN retries and time out.
+    let listener = Listener::bind(&url("zap://127.0.0.1:0"), None, Limits::default())
+        .await
+        .unwrap();
+    assert_eq!(listener.limits().listen_backlog, 4096);
+    let addr = format!("127.0.0.1:{}", listener.local_url().port().unwrap());
+    let connects = (0..600).map(|_| {
+        let addr = addr.clone();
+        tokio::spawn(async move {
+            timeout(Duration::from_secs(3), tokio::net::TcpStream::connect(addr)).await
+        })
+    });
+    let mut ok = 0;
+    let mut socks = Vec::new();
+    for c in connects.collect::<Vec<_>>() {
+        if let Ok(Ok(s)) = c.await.unwrap() {
+            ok += 1;
+            socks.push(s);
+        }
+    }
+    assert_eq!(ok, 600);
+    drop(listener);
+}
+
+#[tokio::test]
 async fn connector_is_a_tower_service() {
     let listener = Listener::bind(&url("zap://127.0.0.1:0"), None, Limits::default())
         .await
