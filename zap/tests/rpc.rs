@@ -932,29 +932,52 @@ async fn echo_still_works(ch: &Channel) {
 /// after the messages sent so far (which it would take for the whole
 /// request), and the connection goes on.
 async fn a_panicking_request_stream_cancels_its_call(t: Transport) {
+    // Each handler reports the first message it got, then how its request
+    // stream ended.
     let (seen_tx, mut seen) = tokio::sync::mpsc::unbounded_channel();
-    let router =
-        echo_router().client_streaming("/test.Record/Concat", move |req: Request<Streaming>| {
-            let seen_tx = seen_tx.clone();
-            async move {
-                let mut s = req.into_inner();
-                let mut got = Vec::new();
-                let outcome = loop {
-                    match s.message().await {
-                        Ok(Some(m)) => got.extend_from_slice(&m),
-                        Ok(None) => break Ok(got),
-                        Err(e) => break Err(e.code()),
+    let record = move |req: Request<Streaming>| {
+        let seen_tx = seen_tx.clone();
+        async move {
+            let mut s = req.into_inner();
+            let mut got = Vec::new();
+            let outcome = loop {
+                match s.message().await {
+                    Ok(Some(m)) => {
+                        let _ = seen_tx.send(Ok(m.to_vec()));
+                        got.extend_from_slice(&m);
                     }
-                };
-                let _ = seen_tx.send(outcome);
-                Ok(Response::new(Bytes::new()))
+                    Ok(None) => break Ok(got),
+                    Err(e) => break Err(e.code()),
+                }
+            };
+            let _ = seen_tx.send(outcome);
+            Ok::<_, Status>(Bytes::new())
+        }
+    };
+    let r = record.clone();
+    let router = echo_router()
+        .client_streaming("/test.Record/Concat", move |req: Request<Streaming>| {
+            let r = r.clone();
+            async move { Ok(Response::new(r(req).await?)) }
+        })
+        .streaming("/test.Record/Bidi", move |req: Request<Streaming>| {
+            let r = record.clone();
+            async move {
+                r(req).await?;
+                Ok(Response::new(futures_util::stream::empty()))
             }
         });
     let env = start(t, router).await;
     let ch = env.channel();
-    let panicking = || {
+    // One message, then a panic once the handler has that message: the
+    // server has seen the call by then (a QUIC stream reset before its OPEN
+    // arrived would start no handler at all).
+    let (got_first_tx, got_first) = tokio::sync::watch::channel(false);
+    let panicking = move || {
+        let mut got_first = got_first.clone();
         let first = futures_util::stream::iter([Bytes::from_static(b"x")]);
-        let then = futures_util::stream::once(async {
+        let then = futures_util::stream::once(async move {
+            let _ = got_first.wait_for(|g| *g).await;
             if true {
                 panic!("test request stream panics after one message");
             }
@@ -962,17 +985,43 @@ async fn a_panicking_request_stream_cancels_its_call(t: Transport) {
         });
         first.chain(then)
     };
+    let mut see = async |what: &str| {
+        tokio::time::timeout(Duration::from_secs(5), seen.recv())
+            .await
+            .unwrap_or_else(|_| panic!("{what}: the handler never saw it"))
+            .unwrap()
+    };
+
+    // Client streaming: the stream panics on the caller's own task.
     let ch2 = ch.clone();
+    let s = panicking.clone();
     let call = tokio::spawn(async move {
-        ch2.client_streaming("/test.Record/Concat", Request::new(panicking()))
+        ch2.client_streaming("/test.Record/Concat", Request::new(s()))
             .await
     });
+    assert_eq!(see("client streaming").await, Ok(b"x".to_vec()));
+    got_first_tx.send_replace(true);
     assert!(call.await.unwrap_err().is_panic());
-    let outcome = tokio::time::timeout(Duration::from_secs(5), seen.recv())
+    assert_eq!(see("client streaming").await, Err(Code::CANCELLED));
+
+    // Bidi: the stream panics in the call's pump task; the caller reading
+    // the responses learns the call ended, and so does the handler.
+    got_first_tx.send_replace(false);
+    let ch2 = ch.clone();
+    let caller = tokio::spawn(async move {
+        let resp = ch2.streaming("/test.Record/Bidi", Request::new(panicking()));
+        let mut s = resp.await?.into_inner();
+        while s.message().await?.is_some() {}
+        Ok::<_, Status>(())
+    });
+    assert_eq!(see("bidi").await, Ok(b"x".to_vec()));
+    got_first_tx.send_replace(true);
+    let ended = tokio::time::timeout(Duration::from_secs(5), caller)
         .await
-        .expect("the handler never saw the call end")
+        .expect("the bidi caller never learned its call ended")
         .unwrap();
-    assert_eq!(outcome, Err(Code::CANCELLED), "client streaming");
+    assert_eq!(ended.unwrap_err().code(), Code::CANCELLED);
+    assert_eq!(see("bidi").await, Err(Code::CANCELLED));
 
     echo_still_works(&ch).await;
     env.stop().await;

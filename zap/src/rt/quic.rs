@@ -541,6 +541,10 @@ struct Receiver {
     failure: Option<Status>,
     /// Client: the call's deadline.
     deadline: Option<Pin<Box<Sleep>>>,
+    /// The reader waiting on the stream: quinn holds its waker for the
+    /// stream's data, so a local failure (`QCall::fail`, from another
+    /// task) wakes it from here.
+    waiting: Option<Waker>,
 }
 
 type Stopped = Pin<Box<dyn Future<Output = Result<Option<VarInt>, StoppedError>> + Send + Sync>>;
@@ -600,7 +604,12 @@ impl QCall {
         }
         let local = &self.conn.local;
         let frame = match r.reader.poll_frame(cx, Framing::QuicCall, local) {
-            Poll::Pending => return Poll::Pending,
+            Poll::Pending => {
+                if !r.waiting.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                    r.waiting = Some(cx.waker().clone());
+                }
+                return Poll::Pending;
+            }
             Poll::Ready(f) => f,
         };
         let item = match (frame, self.client) {
@@ -710,6 +719,11 @@ impl QCall {
             headers: None,
             message: None,
         });
+        // The response reader may be another task (a bidi call whose
+        // request stream failed in its pump): it must see the end.
+        if let Some(w) = r.waiting.take() {
+            w.wake();
+        }
     }
 
     pub(crate) fn finish(&self) -> Result<(), ()> {
@@ -1097,6 +1111,7 @@ impl QCall {
             index: sender.stream.id().index(),
             client: true,
             recv: Mutex::new(Receiver {
+                waiting: None,
                 reader: FrameReader::new(recv),
                 queue: Ahead::default(),
                 ended: false,
@@ -1343,6 +1358,7 @@ impl QCall {
                 expired: false,
             })),
             recv: Mutex::new(Receiver {
+                waiting: None,
                 reader,
                 queue,
                 ended: end,
