@@ -362,6 +362,9 @@ pub struct Connection {
     out_waiters: bool,
     /// Memory held for the open calls' metadata (sum of `md_cost`).
     md_held: usize,
+    /// Frames shorter than this are copied out of the input buffer
+    /// instead of sharing it (see `set_copy_below`).
+    copy_below: usize,
 }
 
 fn charge(len: usize) -> i64 {
@@ -419,6 +422,7 @@ impl Connection {
             written: 0,
             out_waiters: false,
             md_held: 0,
+            copy_below: 0,
         }
     }
 
@@ -465,6 +469,16 @@ impl Connection {
     /// The next event, if any.
     pub fn poll_event(&mut self) -> Option<Event> {
         self.events.pop_front()
+    }
+
+    /// Frames (header included) shorter than `len` are copied out of the
+    /// input buffer from now on, instead of being slices of it. A received
+    /// message keeps the buffer it is a slice of alive for as long as the
+    /// application holds it; the caller sets this when its buffer is much
+    /// larger than the frames it carries, so that a small message cannot
+    /// pin a large buffer (PROTOCOL.md §9). 0: never copy.
+    pub fn set_copy_below(&mut self, len: usize) {
+        self.copy_below = len;
     }
 
     /// The largest frame (header included) met in the input since the last
@@ -573,7 +587,13 @@ impl Connection {
                 }
                 return;
             }
-            let mut frame = buf.split_to(total).freeze();
+            let mut frame = if total < self.copy_below {
+                let f = Bytes::copy_from_slice(&buf[..total]);
+                buf.advance(total);
+                f
+            } else {
+                buf.split_to(total).freeze()
+            };
             frame.advance(FRAME_HEADER_LEN);
             self.last_recv = now;
             self.ping_sent = None;

@@ -58,10 +58,13 @@ impl Pair {
         p
     }
 
+    /// Everything `conn` has to write, written (reported with `wrote`).
     fn out(conn: &mut Connection) -> Vec<u8> {
         let mut chunks = Vec::new();
         conn.poll_transmit(&mut chunks);
-        chunks.concat()
+        let all = chunks.concat();
+        conn.wrote(all.len());
+        all
     }
 
     /// Moves bytes both ways until both sides are quiet.
@@ -1035,4 +1038,240 @@ fn largest_frame_reports_complete_and_partial_frames() {
         p.server_events().as_slice(),
         [Event::Open { id: i, message: Some(m), .. }] if *i == id && *m == body
     ));
+}
+
+/// A pair whose client announces the largest windows, so that only the
+/// server's own output caps hold its sending back.
+fn greedy_pair(server: Config) -> Pair {
+    let mut c = Config::default();
+    c.settings.stream_window = i32::MAX as u32;
+    c.settings.connection_window = i32::MAX as u32;
+    Pair::with(c, server)
+}
+
+fn writable(events: &[Event]) -> Vec<u32> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Writable { id } => Some(*id),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn output_cap_holds_senders_until_the_transport_writes() {
+    let mut s = Config::default();
+    s.max_queued_output = 100_000;
+    let mut p = greedy_pair(s);
+    let id = p
+        .client
+        .open(&head("/s/Stream"), None, true, p.now)
+        .unwrap();
+    p.drive();
+    p.server_events();
+    let m = Bytes::from(vec![0u8; 40_000]);
+    // Under the cap a message goes; the one that crosses it goes too.
+    for _ in 0..3 {
+        p.server.send(id, m.clone(), false).unwrap();
+    }
+    assert_eq!(p.server.send(id, m.clone(), false), Err(SendError::Blocked));
+    // Handed to the transport is not written: still held.
+    let mut chunks = Vec::new();
+    p.server.poll_transmit(&mut chunks);
+    assert_eq!(p.server.unwritten(), 3 * (40_000 + FRAME_HEADER_LEN));
+    assert_eq!(p.server.send(id, m.clone(), false), Err(SendError::Blocked));
+    assert!(writable(&p.server_events()).is_empty());
+    // Written: the call may go on.
+    p.server.wrote(60_000);
+    assert_eq!(writable(&p.server_events()), vec![id]);
+    p.server.send(id, m, false).unwrap();
+}
+
+#[test]
+fn one_call_cannot_take_the_whole_output_queue() {
+    let mut s = Config::default();
+    s.max_queued_output_per_call = 50_000;
+    let mut p = greedy_pair(s);
+    let a = p.client.open(&head("/s/A"), None, true, p.now).unwrap();
+    let b = p.client.open(&head("/s/B"), None, true, p.now).unwrap();
+    p.drive();
+    p.server_events();
+    let m = Bytes::from(vec![0u8; 40_000]);
+    p.server.send(a, m.clone(), false).unwrap();
+    p.server.send(a, m.clone(), false).unwrap();
+    assert_eq!(p.server.send(a, m.clone(), false), Err(SendError::Blocked));
+    // Another call still has its share.
+    p.server.send(b, m.clone(), false).unwrap();
+    // Once A's first message is written, A is under its cap again.
+    let mut chunks = Vec::new();
+    p.server.poll_transmit(&mut chunks);
+    p.server.wrote(40_000 + FRAME_HEADER_LEN);
+    assert_eq!(writable(&p.server_events()), vec![a]);
+    p.server.send(a, m, false).unwrap();
+}
+
+/// Metadata of `n` empty-valued entries: 7 wire bytes and about 70 bytes of
+/// memory each.
+fn many_entries(n: usize) -> Metadata {
+    let mut md = Metadata::new();
+    for _ in 0..n {
+        md.insert("a", "").unwrap();
+    }
+    md
+}
+
+#[test]
+fn metadata_memory_of_open_calls_is_capped() {
+    let md = many_entries(2000);
+    let cost = md.memory_size();
+    assert!(cost > 2000 * 64, "{cost}");
+    let mut s = Config::default();
+    s.max_metadata_memory = 2 * cost + cost / 2;
+    let mut p = Pair::with(Config::default(), s);
+    let mut h = head("/s/Md");
+    h.metadata = md;
+    let first = p.client.open(&h, None, true, p.now).unwrap();
+    p.client.open(&h, None, true, p.now).unwrap();
+    let third = p.client.open(&h, None, true, p.now).unwrap();
+    p.drive();
+    let opened = p
+        .server_events()
+        .iter()
+        .filter(|e| matches!(e, Event::Open { .. }))
+        .count();
+    assert_eq!(opened, 2);
+    assert!(p.server.metadata_memory() <= 2 * cost + cost / 2);
+    let refused = p.client_events().into_iter().find_map(|e| match e {
+        Event::Close { id, head, .. } if id == third => Some(head.code),
+        _ => None,
+    });
+    assert_eq!(refused, Some(Code::RESOURCE_EXHAUSTED));
+    // A call that ends gives its share back.
+    p.server.close(first, &ok(), None, &mut None).unwrap();
+    p.drive();
+    p.client.open(&h, None, true, p.now).unwrap();
+    p.drive();
+    assert!(
+        p.server_events()
+            .iter()
+            .any(|e| matches!(e, Event::Open { .. }))
+    );
+}
+
+#[test]
+fn small_frames_can_be_copied_out_of_a_large_input_buffer() {
+    let (mut server, now) = server_after_preface();
+    let mut frame = raw(1, 0x03, 1, &open_payload("/s/U", &[]));
+    frame.extend_from_slice(b"hello");
+    let len = (frame.len() - FRAME_HEADER_LEN) as u32;
+    frame[0..4].copy_from_slice(&len.to_le_bytes());
+    for copy in [false, true] {
+        let mut f = frame.clone();
+        f[6..10].copy_from_slice(&(if copy { 3u32 } else { 1 }).to_le_bytes());
+        let mut b = BytesMut::with_capacity(1 << 20);
+        b.extend_from_slice(&f);
+        let range = b.as_ptr() as usize..b.as_ptr() as usize + (1 << 20);
+        server.set_copy_below(if copy { 4096 } else { 0 });
+        server.handle_input(&mut b, now);
+        let message = std::iter::from_fn(|| server.poll_event())
+            .find_map(|e| match e {
+                Event::Open { message, .. } => message,
+                _ => None,
+            })
+            .unwrap();
+        assert_eq!(message, "hello");
+        assert_eq!(!range.contains(&(message.as_ptr() as usize)), copy);
+    }
+}
+
+#[test]
+fn nothing_is_written_to_a_peer_without_the_preface() {
+    let now = Instant::now();
+    let mut server = Connection::server(Config::default(), now);
+    assert!(
+        Pair::out(&mut server).is_empty(),
+        "SETTINGS before the preface"
+    );
+    assert_eq!(
+        feed(&mut server, now, b"GET / HTTP/1.1"),
+        Some(Reason::PROTOCOL_ERROR)
+    );
+    assert!(
+        Pair::out(&mut server).is_empty(),
+        "an answer to a non-client"
+    );
+    // Nor at the handshake timeout, before any preface.
+    let mut server = Connection::server(Config::default(), now);
+    server.handle_timeout(now + Duration::from_secs(11));
+    assert!(server.is_closed());
+    assert!(Pair::out(&mut server).is_empty());
+    // A preface gets SETTINGS.
+    let mut server = Connection::server(Config::default(), now);
+    assert_eq!(feed(&mut server, now, &PREFACE), None);
+    assert_eq!(count_frames(&Pair::out(&mut server), false), 1);
+}
+
+#[test]
+fn max_frame_below_the_minimum_is_a_protocol_error() {
+    let mut c = Config::default();
+    c.settings.max_frame = MIN_MAX_FRAME - 1;
+    let mut p = Pair::with(c, Config::default());
+    p.drive();
+    assert_eq!(
+        closed_reason(&p.server_events()),
+        Some(Reason::PROTOCOL_ERROR)
+    );
+}
+
+#[test]
+fn frames_fit_the_peers_max_frame() {
+    let mut c = Config::default();
+    c.settings.max_frame = MIN_MAX_FRAME;
+    c.settings.max_message = 1 << 20;
+    let mut p = Pair::with(c, Config::default());
+    let id = p.client.open(&head("/s/U"), None, true, p.now).unwrap();
+    p.drive();
+    p.server_events();
+    let big = Bytes::from(vec![0u8; MIN_MAX_FRAME as usize + 1]);
+    // A message that cannot fit a frame is refused, as too large.
+    assert!(matches!(
+        p.server.send(id, big.clone(), false),
+        Err(SendError::TooLarge { .. })
+    ));
+    let mut m = Some(big);
+    assert!(matches!(
+        p.server.close(id, &ok(), None, &mut m),
+        Err(SendError::TooLarge { .. })
+    ));
+    // Status details too large for a frame: the call ends with INTERNAL.
+    let mut head = ok();
+    head.details = Bytes::from(vec![0u8; MIN_MAX_FRAME as usize]);
+    p.server.close(id, &head, None, &mut None).unwrap();
+    p.drive();
+    let code = p.client_events().into_iter().find_map(|e| match e {
+        Event::Close { head, .. } => Some(head.code),
+        _ => None,
+    });
+    assert_eq!(code, Some(Code::INTERNAL));
+    assert!(!p.client.is_closed());
+}
+
+#[test]
+fn deadline_expiries_count_as_resets() {
+    let mut s = Config::default();
+    s.max_resets_per_sec = 50;
+    let mut p = Pair::with(Config::default(), s);
+    let mut h = head("/s/Slow");
+    h.timeout = Some(Duration::from_millis(1));
+    for _ in 0..60 {
+        p.client.open(&h, None, true, p.now).unwrap();
+    }
+    p.drive();
+    p.now += Duration::from_millis(2);
+    p.server.handle_timeout(p.now);
+    assert_eq!(
+        closed_reason(&p.server_events()),
+        Some(Reason::ENHANCE_YOUR_CALM)
+    );
 }

@@ -792,6 +792,8 @@ struct Io {
     /// room for one, so frames of that size arrive whole in one buffer
     /// instead of being gathered by copying the part read first.
     frame_hint: usize,
+    /// Size of the read buffer's allocation.
+    rbuf_alloc: usize,
     wqueue: VecDeque<Bytes>,
     wbytes: usize,
     /// Bytes written since the state machine was last told (`wrote`).
@@ -852,6 +854,7 @@ impl Driver {
                 writer,
                 rbuf: BytesMut::with_capacity(READ_CHUNK),
                 frame_hint: 0,
+                rbuf_alloc: READ_CHUNK,
                 wqueue: VecDeque::new(),
                 wbytes: 0,
                 written: 0,
@@ -925,12 +928,30 @@ impl Io {
         let room = self.rbuf.capacity() - len;
         let want = READ_CHUNK.max(self.frame_hint);
         let short = room < 4096 || (len == 0 && room < self.frame_hint);
-        if !short || (len >= READ_CHUNK / 2 && room > 0) || self.rbuf.try_reclaim(want) {
+        if !short || (len >= READ_CHUNK / 2 && room > 0) {
+            return;
+        }
+        if self.rbuf.try_reclaim(want) {
+            // The whole allocation, from its start.
+            self.rbuf_alloc = self.rbuf.capacity();
             return;
         }
         let mut fresh = BytesMut::with_capacity(want.max(len + 4096));
         fresh.extend_from_slice(&self.rbuf);
+        self.rbuf_alloc = fresh.capacity();
         self.rbuf = fresh;
+    }
+
+    /// Below what size a frame is copied out of the read buffer rather
+    /// than kept as a slice of it: a buffer grown for large frames is not
+    /// pinned by a small message (each pinned buffer is at most four times
+    /// the frame holding it, or one ordinary read chunk).
+    fn copy_below(&self) -> usize {
+        if self.rbuf_alloc > READ_CHUNK {
+            self.rbuf_alloc / 4
+        } else {
+            0
+        }
     }
 
     /// One read; `grow`: make room first (else read into what is left).
@@ -957,7 +978,10 @@ impl Io {
     /// Hands what was read to the state machine (under the lock).
     fn process(&mut self, inner: &mut Inner, read: Read, spawn: &mut Vec<NewCall>) {
         if read.bytes {
+            inner.conn.set_copy_below(self.copy_below());
             inner.conn.handle_input(&mut self.rbuf, Instant::now());
+            // The state machine gives a large frame a buffer of its own.
+            self.rbuf_alloc = self.rbuf_alloc.max(self.rbuf.capacity());
             let seen = inner.conn.take_largest_frame().min(MAX_FRAME_HINT);
             self.frame_hint = seen.max(self.frame_hint - self.frame_hint / 8);
         }
