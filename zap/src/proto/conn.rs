@@ -623,7 +623,7 @@ impl Connection {
                 stream,
                 end,
                 message,
-            } => self.on_message(stream, end, message),
+            } => self.on_message(stream, end, message, now),
             Frame::End { stream } => self.on_end(stream),
             Frame::Headers { stream, metadata } => {
                 if self.side != Side::Client {
@@ -774,7 +774,7 @@ impl Connection {
         true
     }
 
-    fn on_message(&mut self, id: u32, end: bool, message: Bytes) {
+    fn on_message(&mut self, id: u32, end: bool, message: Bytes, now: Instant) {
         let cost = charge(message.len());
         if !self.take_conn_window(cost) {
             return;
@@ -801,7 +801,13 @@ impl Connection {
         s.remote_end = end;
         if message.len() > max_message {
             self.conn_credit(cost);
-            return self.abort_stream(id, Code::RESOURCE_EXHAUSTED, "message exceeds MAX_MESSAGE");
+            self.abort_stream(id, Code::RESOURCE_EXHAUSTED, "message exceeds MAX_MESSAGE");
+            // Ending a call for breaking a limit is a refusal (§9).
+            if self.side == Side::Server {
+                self.resets += 1;
+                self.over_rate(now);
+            }
+            return;
         }
         self.events.push_back(Event::Message { id, message, end });
     }
