@@ -520,13 +520,16 @@ impl Connection {
     }
 
     /// The transport wrote `n` more bytes of what `poll_transmit` handed
-    /// out. Calls that waited for output to drain get [`Event::Writable`].
-    pub fn wrote(&mut self, n: usize) {
+    /// out. Calls that waited for output to drain get [`Event::Writable`];
+    /// `true` if any may have.
+    pub fn wrote(&mut self, n: usize) -> bool {
         self.written = (self.written + n as u64).min(self.handed);
         if self.out_waiters && self.unwritten() < self.cfg.max_queued_output {
             self.out_waiters = false;
             self.wake_blocked();
+            return true;
         }
+        false
     }
 
     /// What the output caps allow now.
@@ -713,11 +716,12 @@ impl Connection {
         if !self.take_conn_window(cost) {
             return;
         }
+        let md_cost = head.metadata.memory_size();
         let refuse = if self.goaway_sent.is_some_and(|last| id > last) {
             Some((Code::UNAVAILABLE, "server is going away; retry elsewhere"))
         } else if self.streams.len() >= self.cfg.settings.max_concurrent_streams as usize {
             Some((Code::RESOURCE_EXHAUSTED, "too many concurrent calls"))
-        } else if self.md_held + head.metadata.memory_size() > self.cfg.max_metadata_memory {
+        } else if self.md_held + md_cost > self.cfg.max_metadata_memory {
             Some((
                 Code::RESOURCE_EXHAUSTED,
                 "metadata of the open calls exceeds the server's limit",
@@ -748,7 +752,7 @@ impl Connection {
             self.cfg.settings.stream_window,
         );
         self.add_stream(id, head.timeout, now, send, recv as i64 - cost, false, end);
-        self.charge_metadata(id, head.metadata.memory_size());
+        self.charge_metadata(id, md_cost);
         self.events.push_back(Event::Open {
             id,
             head,

@@ -22,4 +22,4 @@ pub use conn::{
 };
 pub use frame::{CloseHead, FRAME_HEADER_LEN, OpenHead, PREFACE, Settings};
 #[cfg(feature = "quic")]
-pub(crate) use frame::{Frame, Framing, Header, Malformed, Out, metadata_len};
+pub(crate) use frame::{Frame, Framing, Header, Malformed, Out, close_len, metadata_len, open_len};

@@ -441,9 +441,10 @@ impl Inner {
         // rest goes first in the driver's next write.
         let (all, n) = cell.write_now(&mut chunks);
         self.spill = chunks;
-        self.conn.wrote(n);
-        // Calls that waited for output room (PROTOCOL.md §9) may go on.
-        self.dispatch();
+        if self.conn.wrote(n) {
+            // Calls that waited for output room (PROTOCOL.md §9) may go on.
+            self.dispatch();
+        }
         if !all {
             self.out_idle = false;
         }
@@ -1091,7 +1092,9 @@ impl Io {
         match &self.writer {
             Some(cell) if self.chunks.iter().map(Bytes::len).sum::<usize>() <= LOCKED_WRITE_MAX => {
                 let (all, n) = cell.write_now(&mut self.chunks);
-                inner.conn.wrote(n);
+                if inner.conn.wrote(n) {
+                    inner.dispatch();
+                }
                 all
             }
             _ => false,
@@ -1175,8 +1178,9 @@ impl Future for Driver {
             let mut inner = shared.lock();
             if io.written > 0 {
                 // What the last write took frees output room (§9).
-                inner.conn.wrote(std::mem::take(&mut io.written));
-                inner.dispatch();
+                if inner.conn.wrote(std::mem::take(&mut io.written)) {
+                    inner.dispatch();
+                }
             }
             io.process(&mut inner, read, &mut spawn);
             if first {

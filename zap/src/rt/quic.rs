@@ -46,8 +46,8 @@ use super::proto_config;
 use super::server::{BoxError, ConnSet, ServerCall, drain, serve_call};
 use crate::metadata::Metadata;
 use crate::proto::{
-    CloseHead, FRAME_HEADER_LEN, Frame, Framing, Header, MAX_METHOD, Malformed, OpenHead, Out,
-    Reason, SendError, Settings, close_head, metadata_len,
+    CloseHead, FRAME_HEADER_LEN, Frame, Framing, Header, MAX_METHOD, MIN_MAX_FRAME, Malformed,
+    OpenHead, Out, Reason, SendError, Settings, close_head, close_len, metadata_len, open_len,
 };
 use crate::status::{Code, Status};
 
@@ -741,9 +741,10 @@ impl QCall {
         s.stream.finish().map_err(|_| ())
     }
 
-    /// Checks a message against the peer's limits.
+    /// Checks a message against the peer's limits (MAX_MESSAGE, and
+    /// MAX_FRAME for the MESSAGE frame that carries it).
     fn check_size(&self, len: usize) -> Result<(), Status> {
-        let max = self.conn.remote.max_message;
+        let max = self.conn.remote.max_message.min(self.conn.remote.max_frame);
         if len > max as usize {
             return Err(too_large_status(len, max));
         }
@@ -765,7 +766,10 @@ impl QCall {
     }
 
     pub(crate) fn send_headers(&self, headers: &Metadata) {
-        if metadata_len(headers) > self.conn.remote.max_metadata as usize {
+        let len = metadata_len(headers);
+        if len > self.conn.remote.max_metadata as usize
+            || 4 + len > self.conn.remote.max_frame as usize
+        {
             return; // the CLOSE reports it (see `close`)
         }
         let mut s = lock(&self.send);
@@ -783,23 +787,30 @@ impl QCall {
         message: Option<Bytes>,
     ) {
         let max_md = self.conn.remote.max_metadata as usize;
+        let max_frame = self.conn.remote.max_frame as usize;
         {
             let mut s = lock(&self.send);
             if s.closed {
                 return;
             }
             s.closed = true;
-            if message
+            let len = message.as_ref().map(Bytes::len);
+            // The frame without the message fits, with it not: the
+            // message is too large (else the status or metadata is).
+            let without = close_len(head, headers, None);
+            let message_too_large = message
                 .as_ref()
                 .is_some_and(|m| self.check_size(m.len()).is_err())
-            {
+                || (without <= max_frame && close_len(head, headers, len) > max_frame);
+            if message_too_large {
                 s.out.close(0, &too_large_close(), None, None);
             } else if metadata_len(&head.trailers) > max_md
                 || headers.is_some_and(|h| metadata_len(h) > max_md)
+                || close_len(head, headers, len) > max_frame
             {
                 let head = close_head(
                     Code::INTERNAL,
-                    "response metadata exceeds the client's MAX_METADATA",
+                    "response status or metadata exceeds the client's MAX_METADATA or MAX_FRAME",
                 );
                 s.out.close(0, &head, None, None);
             } else {
@@ -914,6 +925,12 @@ async fn exchange_settings(
         Ok(Some(Frame::Settings(pairs))) => {
             let mut remote = Settings::default();
             remote.apply(&pairs);
+            if remote.max_frame < MIN_MAX_FRAME {
+                return Err((
+                    Reason::PROTOCOL_ERROR,
+                    "MAX_FRAME below the minimum of 16384".into(),
+                ));
+            }
             Ok((control, reader, remote))
         }
         Ok(Some(_)) => Err((
@@ -1055,13 +1072,20 @@ pub(crate) async fn open(
             "request metadata exceeds the server's MAX_METADATA",
         ));
     }
+    let frame = open_len(head, message.as_ref().map(Bytes::len));
     if let Some(m) = &message
-        && m.len() > q.remote.max_message as usize
+        && (m.len() > q.remote.max_message as usize || frame > q.remote.max_frame as usize)
     {
+        let room = (q.remote.max_frame as usize).saturating_sub(frame - m.len());
         return Err(SendError::TooLarge {
             size: m.len(),
-            max: q.remote.max_message,
+            max: q.remote.max_message.min(room as u32),
         });
+    }
+    if frame > q.remote.max_frame as usize {
+        return Err(SendError::Invalid(
+            "request metadata exceeds the server's MAX_FRAME",
+        ));
     }
     let max = q.remote.max_concurrent_streams;
     let slot = q.take_slot(Some(max)).map_err(|closed| {
