@@ -649,7 +649,10 @@ impl Server {
     #[cfg(feature = "grpc")]
     #[must_use]
     pub fn grpc(mut self, protobuf: super::grpc::Protobuf) -> Self {
-        self.grpc = Some(super::grpc::GrpcServing { protobuf });
+        self.grpc = Some(super::grpc::GrpcServing {
+            protobuf,
+            stats: self.stats.clone(),
+        });
         self
     }
 
@@ -782,7 +785,6 @@ impl Server {
                                             &grpc,
                                             Arc::new(peer),
                                             &limits,
-                                            &stats,
                                             async move {
                                                 let _ = stop.wait_for(|s| *s).await;
                                             },

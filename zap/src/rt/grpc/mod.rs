@@ -387,6 +387,8 @@ fn reserved(key: &str) -> bool {
 #[derive(Clone, Debug, Default)]
 pub(crate) struct GrpcServing {
     pub(crate) protobuf: Protobuf,
+    /// The server's accounting, which the HTTP/2 connections report to.
+    pub(crate) stats: crate::rt::ServerStats,
 }
 
 /// A byte stream with bytes read ahead (the sniffed preface) put back.
@@ -455,7 +457,6 @@ pub(crate) async fn serve_h2<S, I>(
     serving: &GrpcServing,
     peer: Arc<PeerInfo>,
     limits: &zap_transport::Limits,
-    stats: &crate::rt::ServerStats,
     stop: impl std::future::Future<Output = ()>,
     force: impl std::future::Future<Output = ()>,
 ) where
@@ -474,7 +475,7 @@ pub(crate) async fn serve_h2<S, I>(
         max_message,
         calls: Arc::new(AtomicU64::new(0)),
         activity: activity.clone(),
-        budget: Arc::new(server::ConnBudget::new(limits, stats.clone())),
+        budget: Arc::new(server::ConnBudget::new(limits, serving.stats.clone())),
     };
     let mut builder =
         hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new());
