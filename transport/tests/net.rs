@@ -513,13 +513,19 @@ async fn max_connections_refuses_extra_and_frees_slot_on_close() {
 
     // Closing it frees the slot (after the server notices the EOF).
     drop(first);
+    served_again(&connector, &local, "slot never freed").await;
+}
+
+/// Connects until a connection is served (a freed slot is seen once the
+/// server has noticed the EOF that freed it).
+async fn served_again(connector: &Connector, local: &Url, what: &str) {
     let deadline = tokio::time::Instant::now() + PATIENCE;
     loop {
-        let mut third = connector.connect(&local).await.unwrap();
-        if roundtrip(&mut third.stream, b"again").await.is_ok() {
-            break;
+        let mut c = connector.connect(local).await.unwrap();
+        if roundtrip(&mut c.stream, b"again").await.is_ok() {
+            return;
         }
-        assert!(tokio::time::Instant::now() < deadline, "slot never freed");
+        assert!(tokio::time::Instant::now() < deadline, "{what}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -549,15 +555,7 @@ async fn one_address_cannot_take_every_slot() {
     assert_eq!(listener.refused_connections(), 1);
     // Closing one gives the address its share back.
     drop(held.pop());
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    loop {
-        let mut again = connector.connect(&local).await.unwrap();
-        if roundtrip(&mut again.stream, b"again").await.is_ok() {
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "share never freed");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    served_again(&connector, &local, "share never freed").await;
 }
 
 #[tokio::test]

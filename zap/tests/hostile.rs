@@ -188,27 +188,31 @@ async fn a_client_that_never_reads_is_held_to_the_output_cap() {
         peer.open("/t.Flood/Stream", None, b"go");
     }
     peer.flush().await;
+    output_was_held(&srv, &sent).await;
+    drop(peer);
+}
+
+/// After a client that does not read has had time to fill the queue: the
+/// server held at most the cap (4 MiB) plus one message beyond it plus
+/// control frames, its handlers were held back (what they made is the queue
+/// plus what the kernel's socket buffers took), and others are served.
+async fn output_was_held(srv: &Running, sent: &AtomicUsize) {
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    // The cap, plus one message beyond it, plus control frames.
     let peak = srv.stats.peak_queued_output();
     assert!(peak > MIB, "the test did not fill the queue: {peak}");
     assert!(peak <= 4 * MIB + MIB + 64 * 1024, "queued {peak} bytes");
-    // The handlers were held back, not merely their output dropped: what
-    // they made is the queue plus what the kernel's socket buffers took.
     let made = sent.load(Ordering::Relaxed);
     assert!(made < 64, "{made} messages of 1 MiB produced");
     within(10, "another client's call", echo_works(&srv.url)).await;
-    drop(peer);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn open_calls_metadata_is_charged_as_stored() {
-    let release = Arc::new(tokio::sync::Notify::new());
-    let r = release.clone();
+    let (release, released) = tokio::sync::watch::channel(false);
     let router = echo(Router::new()).unary("/t.Hold/Unary", move |_req: Request<Bytes>| {
-        let r = r.clone();
+        let mut released = released.clone();
         async move {
-            r.notified().await;
+            let _ = released.wait_for(|r| *r).await;
             Ok(Response::new(Bytes::new()))
         }
     });
@@ -243,7 +247,7 @@ async fn open_calls_metadata_is_charged_as_stored() {
     assert!(peak > 0 && peak <= MIB, "metadata held: {peak}");
     // A call without metadata is not held up, and the held calls finish.
     within(10, "a plain call", echo_works(&srv.url)).await;
-    release.notify_waiters();
+    release.send_replace(true);
     for c in calls {
         if let Err(s) = within(10, "a held call", c).await.unwrap() {
             assert_eq!(s.code(), Code::RESOURCE_EXHAUSTED, "{s:?}");
@@ -455,13 +459,7 @@ mod grpc {
             body.send_data(grpc_frame(b"go"), true).unwrap();
             responses.push(resp);
         }
-        tokio::time::sleep(Duration::from_millis(1500)).await;
-        let peak = srv.stats.peak_queued_output();
-        assert!(peak > MIB, "the test did not fill the queue: {peak}");
-        assert!(peak <= 4 * MIB + MIB + 64 * 1024, "queued {peak} bytes");
-        let made = sent.load(Ordering::Relaxed);
-        assert!(made < 64, "{made} messages of 1 MiB produced");
-        within(10, "another client's call", echo_works(&srv.url)).await;
+        output_was_held(&srv, &sent).await;
         drop(responses);
     }
 }
