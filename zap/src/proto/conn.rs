@@ -1029,7 +1029,6 @@ impl Connection {
         if self.remove_stream(id).is_none() {
             return;
         }
-
         match self.side {
             // The client gives up and tells the server (§8).
             Side::Client => {

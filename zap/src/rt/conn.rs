@@ -1227,9 +1227,14 @@ impl Future for Driver {
             }
             // Local caps: the peer's announcement sets the bound, but not
             // beyond what this side is willing to buffer.
-            io.read_pause = inner.conn.config().max_queued_output
-                + (inner.conn.peer_settings().max_message as usize).min(MAX_MESSAGE_OUT)
-                + PAUSE_MARGIN;
+            io.read_pause = inner
+                .conn
+                .config()
+                .max_queued_output
+                .saturating_add(
+                    (inner.conn.peer_settings().max_message as usize).min(MAX_MESSAGE_OUT),
+                )
+                .saturating_add(PAUSE_MARGIN);
             if inner.conn.is_closed() {
                 // Nothing read from now on matters: stop reading, so a peer
                 // that keeps sending cannot grow the buffer.
