@@ -524,7 +524,10 @@ impl Connection {
     /// `true` if any may have.
     pub fn wrote(&mut self, n: usize) -> bool {
         self.written = (self.written + n as u64).min(self.handed);
-        if self.out_waiters && self.unwritten() < self.cfg.max_queued_output {
+        if self.out_waiters
+            && self.phase != Phase::Closed
+            && self.unwritten() < self.cfg.max_queued_output
+        {
             self.out_waiters = false;
             self.wake_blocked();
             return true;
@@ -1345,6 +1348,12 @@ impl Connection {
     /// in flight continue. Client: announces it is leaving.
     pub fn goaway(&mut self, debug: &str) {
         if self.phase == Phase::Closed || self.goaway_sent.is_some() {
+            return;
+        }
+        if self.side == Side::Server && self.phase == Phase::Preface {
+            // Nothing is written before the preface (§2); a client that
+            // sends it now is refused its calls all the same.
+            self.goaway_sent = Some(0);
             return;
         }
         let last = match self.side {

@@ -1275,3 +1275,38 @@ fn deadline_expiries_count_as_resets() {
         Some(Reason::ENHANCE_YOUR_CALM)
     );
 }
+
+#[test]
+fn a_server_going_away_before_the_preface_writes_nothing() {
+    let now = Instant::now();
+    let mut server = Connection::server(Config::default(), now);
+    server.goaway("shutting down");
+    assert!(Pair::out(&mut server).is_empty());
+    assert!(!server.accepts_new_calls());
+}
+
+#[test]
+fn no_event_follows_closed() {
+    let mut s = Config::default();
+    s.max_queued_output = 1000;
+    let mut p = greedy_pair(s);
+    let id = p
+        .client
+        .open(&head("/s/Stream"), None, true, p.now)
+        .unwrap();
+    p.drive();
+    p.server_events();
+    let m = Bytes::from(vec![0u8; 2000]);
+    p.server.send(id, m.clone(), false).unwrap();
+    assert_eq!(p.server.send(id, m, false), Err(SendError::Blocked));
+    let mut chunks = Vec::new();
+    p.server.poll_transmit(&mut chunks);
+    p.server.handle_eof("gone");
+    // What the transport wrote before it failed wakes nobody now.
+    assert!(!p.server.wrote(2010));
+    let events = p.server_events();
+    assert!(
+        matches!(events.last(), Some(Event::Closed(_))),
+        "{events:?}"
+    );
+}
