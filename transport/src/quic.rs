@@ -68,9 +68,6 @@ fn transport_config(limits: &Limits) -> TransportConfig {
     // have in flight unread.
     t.stream_receive_window(VarInt::from_u32(STREAM_WINDOW));
     t.receive_window(VarInt::from_u32(CONNECTION_WINDOW));
-    // What this side buffers unacknowledged, whatever windows the peer
-    // announces: the same local output cap as on byte streams (§9).
-    t.send_window(limits.max_queued_output as u64);
     let idle = match limits.keepalive_interval {
         Some(every) => Some(every + limits.keepalive_timeout),
         None => limits.idle_timeout,
