@@ -182,4 +182,37 @@ mod tests {
         headers[27] = 1;
         assert!(matches!(h2_start(&headers), H2Start::Bad(_)));
     }
+
+    proptest::proptest! {
+        /// Any bytes: no panic; a verdict that holds for every extension
+        /// (Bad and Complete are final, Need never overshoots).
+        #[test]
+        fn verdicts_are_consistent(
+            mut bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..120),
+            valid_prefix in proptest::prelude::any::<bool>(),
+            more in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64),
+        ) {
+            if valid_prefix {
+                let mut v = settings(bytes.len() / 6 * 6 % 96, 0, 0);
+                v.truncate(bytes.len().min(v.len()));
+                bytes = v;
+            }
+            let mut longer = bytes.clone();
+            longer.extend_from_slice(&more);
+            match h2_start(&bytes) {
+                H2Start::Bad(_) => proptest::prop_assert!(matches!(h2_start(&longer), H2Start::Bad(_))),
+                H2Start::Complete(n) => {
+                    proptest::prop_assert!(n <= bytes.len() && n >= 33);
+                    proptest::prop_assert_eq!(h2_start(&longer), H2Start::Complete(n));
+                    proptest::prop_assert!(matches!(h2_start(&bytes[..n - 1]), H2Start::Need(1)));
+                }
+                H2Start::Need(k) => {
+                    proptest::prop_assert!(k > 0);
+                    if more.len() < k {
+                        proptest::prop_assert!(!matches!(h2_start(&longer), H2Start::Complete(_)));
+                    }
+                }
+            }
+        }
+    }
 }
