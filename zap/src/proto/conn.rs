@@ -1264,9 +1264,9 @@ impl Connection {
             return Err(SendError::Closed);
         }
         let max_frame = self.peer.max_frame as usize;
+        let frame = close_len(head, headers, message.as_ref().map(Bytes::len));
         if let Some(m) = &*message {
             self.check_size(m.len())?;
-            let frame = close_len(head, headers, Some(m.len()));
             if frame > max_frame {
                 return Err(SendError::TooLarge {
                     size: m.len(),
@@ -1294,7 +1294,7 @@ impl Connection {
         let max_md = self.peer.max_metadata as usize;
         if metadata_len(&head.trailers) > max_md
             || headers.is_some_and(|h| metadata_len(h) > max_md)
-            || close_len(head, headers, message.as_ref().map(Bytes::len)) > max_frame
+            || frame > max_frame
         {
             // Sending them would make the client close the connection;
             // end this call with an error instead.
