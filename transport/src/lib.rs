@@ -25,9 +25,10 @@
 //!   required ([`ServerTls::with_client_auth`]). What was verified is exposed
 //!   in [`PeerInfo`].
 //! - **One [`Limits`] struct** configures an endpoint. The transport enforces
-//!   the handshake timeout and `max_connections` (a listener over its limit
-//!   accepts and closes new sockets at once instead of queueing them); the
-//!   remaining fields are carried for the RPC layer.
+//!   the handshake timeout (counted from accept), the listen backlog,
+//!   `max_connections` and the optional per-address count and rate (a
+//!   listener over a limit accepts and closes new sockets at once instead of
+//!   queueing them); the remaining fields are carried for the RPC layer.
 //!
 //! # Example
 //!

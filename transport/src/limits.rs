@@ -4,10 +4,12 @@ use std::time::Duration;
 
 /// Connection limits shared by the transport and the RPC layer above it.
 ///
-/// The transport enforces [`handshake_timeout`](Self::handshake_timeout) and
-/// [`max_connections`](Self::max_connections); the other fields are carried
-/// here so one value configures a whole endpoint, and are enforced by the RPC
-/// layer.
+/// The transport enforces [`handshake_timeout`](Self::handshake_timeout),
+/// [`listen_backlog`](Self::listen_backlog),
+/// [`max_connections`](Self::max_connections) and the per-address limits;
+/// the other fields are carried here so one value configures a whole
+/// endpoint, and are enforced by the RPC layer. None of them is raised by
+/// what a peer announces.
 ///
 /// ```
 /// use std::time::Duration;
