@@ -109,7 +109,9 @@ impl Listener {
     }
 
     /// How many sockets were closed unserved because
-    /// [`Limits::max_connections`] were already open.
+    /// [`Limits::max_connections`] were already open, or their address was
+    /// over [`Limits::max_connections_per_ip`] or
+    /// [`Limits::connection_rate_per_ip`].
     pub fn refused_connections(&self) -> u64 {
         self.slots.refused()
     }
