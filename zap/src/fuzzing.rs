@@ -12,10 +12,22 @@
 //!
 //! The frame parser is shared by the byte-stream protocol core and the QUIC
 //! runtime, and reaches the rest of the crate through the `quic` feature:
-//! without it this module is empty.
+//! without it only the HTTP/2 start check is here.
 
 #[cfg(feature = "quic")]
 pub use with_frames::*;
+
+/// How far `bytes` go as the start of an HTTP/2 client (PROTOCOL.md §12):
+/// `Ok(n)`, complete in `n` bytes; `Err(Some(k))`, at least `k` more
+/// needed; `Err(None)`, not an HTTP/2 client's start.
+pub fn h2_start(bytes: &[u8]) -> Result<usize, Option<usize>> {
+    use crate::proto::sniff::{H2Start, h2_start};
+    match h2_start(bytes) {
+        H2Start::Complete(n) => Ok(n),
+        H2Start::Need(k) => Err(Some(k)),
+        H2Start::Bad(_) => Err(None),
+    }
+}
 
 #[cfg(feature = "quic")]
 mod with_frames {

@@ -11,6 +11,7 @@
 
 mod conn;
 mod frame;
+pub(crate) mod sniff;
 #[cfg(test)]
 mod tests;
 
