@@ -488,15 +488,26 @@ async fn client_handshake_timeout() {
     hold.abort();
 }
 
-#[tokio::test]
-async fn max_connections_refuses_extra_and_frees_slot_on_close() {
-    let limits = Limits::default().with_max_connections(1);
+/// A plain TCP echo server on loopback under `limits`.
+async fn tcp_echo(
+    limits: Limits,
+) -> (
+    Arc<Listener>,
+    Url,
+    mpsc::UnboundedReceiver<Result<PeerInfo, ConnectError>>,
+) {
     let listener = Listener::bind(&url("zap://127.0.0.1:0"), None, limits)
         .await
         .unwrap();
     let local = listener.local_url();
     let listener = Arc::new(listener);
-    let mut server = serve_echo(Arc::clone(&listener));
+    let server = serve_echo(Arc::clone(&listener));
+    (listener, local, server)
+}
+
+#[tokio::test]
+async fn max_connections_refuses_extra_and_frees_slot_on_close() {
+    let (listener, local, mut server) = tcp_echo(Limits::default().with_max_connections(1)).await;
     let connector = Connector::new(Limits::default());
 
     let mut first = connector.connect(&local).await.unwrap();
@@ -535,12 +546,7 @@ async fn one_address_cannot_take_every_slot() {
     let limits = Limits::default()
         .with_max_connections(8)
         .with_max_connections_per_ip(2);
-    let listener = Listener::bind(&url("zap://127.0.0.1:0"), None, limits)
-        .await
-        .unwrap();
-    let local = listener.local_url();
-    let listener = Arc::new(listener);
-    let mut server = serve_echo(Arc::clone(&listener));
+    let (listener, local, mut server) = tcp_echo(limits).await;
     let connector = Connector::new(Limits::default());
     let mut held = Vec::new();
     for _ in 0..2 {
@@ -565,12 +571,7 @@ async fn connection_rate_per_address_is_a_token_bucket() {
         burst: 3,
     };
     let limits = Limits::default().with_connection_rate_per_ip(rate);
-    let listener = Listener::bind(&url("zap://127.0.0.1:0"), None, limits)
-        .await
-        .unwrap();
-    let local = listener.local_url();
-    let listener = Arc::new(listener);
-    let _server = serve_echo(Arc::clone(&listener));
+    let (listener, local, _server) = tcp_echo(limits).await;
     let connector = Connector::new(Limits::default());
     // The burst is served (and closing them gives no tokens back)...
     for _ in 0..3 {

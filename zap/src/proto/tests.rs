@@ -1059,10 +1059,11 @@ fn writable(events: &[Event]) -> Vec<u32> {
         .collect()
 }
 
-#[test]
-fn output_cap_holds_senders_until_the_transport_writes() {
+/// A greedy pair whose server may queue `max_queued_output` bytes, with
+/// one call open (the server has seen it).
+fn one_call_capped(max_queued_output: usize) -> (Pair, u32) {
     let mut s = Config::default();
-    s.max_queued_output = 100_000;
+    s.max_queued_output = max_queued_output;
     let mut p = greedy_pair(s);
     let id = p
         .client
@@ -1070,6 +1071,12 @@ fn output_cap_holds_senders_until_the_transport_writes() {
         .unwrap();
     p.drive();
     p.server_events();
+    (p, id)
+}
+
+#[test]
+fn output_cap_holds_senders_until_the_transport_writes() {
+    let (mut p, id) = one_call_capped(100_000);
     let m = Bytes::from(vec![0u8; 40_000]);
     // Under the cap a message goes; the one that crosses it goes too.
     for _ in 0..3 {
@@ -1287,15 +1294,7 @@ fn a_server_going_away_before_the_preface_writes_nothing() {
 
 #[test]
 fn no_event_follows_closed() {
-    let mut s = Config::default();
-    s.max_queued_output = 1000;
-    let mut p = greedy_pair(s);
-    let id = p
-        .client
-        .open(&head("/s/Stream"), None, true, p.now)
-        .unwrap();
-    p.drive();
-    p.server_events();
+    let (mut p, id) = one_call_capped(1000);
     let m = Bytes::from(vec![0u8; 2000]);
     p.server.send(id, m.clone(), false).unwrap();
     assert_eq!(p.server.send(id, m, false), Err(SendError::Blocked));
