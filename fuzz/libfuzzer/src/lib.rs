@@ -13,30 +13,53 @@
 //!   bits 1–2: this side's configuration (defaults, small windows and
 //!   limits, tight rate limits and timeouts, no timers); bit 3: consume
 //!   every received message at once (returning flow-control credit);
-//!   bit 4: the handshake's SETTINGS announce small windows and limits.
+//!   bit 4: the handshake's SETTINGS announce small windows and limits;
+//!   bit 5: a slow transport, which reports bytes written only when the
+//!   script says so (else everything is written at once); bits 6–7: frames
+//!   shorter than 0, 64, 4096 or 1 MiB bytes are copied out of the input
+//!   buffer (`set_copy_below`).
 //! - The script is a list of `(op, arg)` byte pairs: feed the next chunk of
 //!   the peer stream (1–256, 16–4096 or 256–65536 bytes, or all the rest),
 //!   advance the clock (milliseconds, seconds, or to the next timer) and
 //!   handle timeouts, or make an application call (open, send, finish,
 //!   cancel, send headers, close, consumed, goaway, close the connection,
-//!   end of file) on a stream picked by `arg`. What the script leaves of the
-//!   stream is fed at the end, then the timers run.
+//!   end of file, bytes written) on a stream picked by `arg`. What the
+//!   script leaves of the stream is fed at the end, then the timers run.
 //!
-//! Checks beyond "no panic": everything the connection writes parses as
-//! valid frames of its side (with no limits applied), nothing follows
-//! `Event::Closed`, and a stream gets no event after its terminal one.
+//! Checks beyond "no panic": everything the connection writes is whole,
+//! valid frames of its side within the limits the peer announced (parsed
+//! as the peer parses them, with its settings), a server writes nothing
+//! before the client's preface, nothing follows `Event::Closed`, and a
+//! stream gets no event after its terminal one.
 
 #![forbid(unsafe_code)]
 
 use std::collections::{BTreeSet, VecDeque};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use zap::fuzzing::{self, Stream as Framing};
 use zap::proto::{
-    CloseHead, Config, Connection, Event, OpenHead, PREFACE, Reason, Settings, Side, close_head,
+    CloseHead, Config, Connection, Event, MIN_MAX_FRAME, OpenHead, PREFACE, Reason, Settings, Side,
+    close_head,
 };
 use zap::{Code, Metadata};
+
+/// Whether to print what happens (environment variable `ZAP_FUZZ_TRACE`
+/// set), for reading what one input does: run the target binary on it.
+fn tracing() -> bool {
+    static TRACE: OnceLock<bool> = OnceLock::new();
+    *TRACE.get_or_init(|| std::env::var_os("ZAP_FUZZ_TRACE").is_some())
+}
+
+macro_rules! trace {
+    ($($arg:tt)*) => {
+        if tracing() {
+            eprintln!($($arg)*);
+        }
+    };
+}
 
 /// Zeros to slice messages from.
 static ZEROS: [u8; 70_000] = [0; 70_000];
@@ -58,7 +81,14 @@ fn settings_frame(pairs: &[(u16, u32)]) -> Vec<u8> {
 
 /// What the handshake prefix announces: small windows and limits, so this
 /// side runs into flow control and size limits soon.
-const SMALL_PEER: [(u16, u32); 6] = [(1, 2048), (2, 3), (3, 300), (4, 1000), (5, 64), (6, 1500)];
+const SMALL_PEER: [(u16, u32); 6] = [
+    (1, MIN_MAX_FRAME),
+    (2, 3),
+    (3, 300),
+    (4, 1000),
+    (5, 64),
+    (6, 1500),
+];
 
 fn config(profile: u8) -> Config {
     let mut c = Config::default();
@@ -66,13 +96,16 @@ fn config(profile: u8) -> Config {
         0 => {}
         1 => {
             c.settings = Settings {
-                max_frame: 2048,
+                max_frame: MIN_MAX_FRAME,
                 max_concurrent_streams: 4,
                 stream_window: 256,
                 connection_window: 1024,
                 max_metadata: 128,
                 max_message: 512,
             };
+            c.max_queued_output = 3000;
+            c.max_queued_output_per_call = 1200;
+            c.max_metadata_memory = 400;
         }
         2 => {
             c.settings.max_concurrent_streams = 2;
@@ -138,6 +171,11 @@ struct Driver {
     /// Output not yet checked (the client's starts with the preface).
     out: Vec<u8>,
     out_started: bool,
+    /// The transport reports writes only when the script says so.
+    slow_writer: bool,
+    /// The first bytes of the peer stream (a server may write only after
+    /// they are the preface).
+    head: Vec<u8>,
 }
 
 impl Driver {
@@ -154,6 +192,9 @@ impl Driver {
     }
 
     fn feed(&mut self, chunk: &[u8]) {
+        trace!("feed {} bytes", chunk.len());
+        let want = PREFACE.len().saturating_sub(self.head.len());
+        self.head.extend_from_slice(&chunk[..want.min(chunk.len())]);
         self.input.extend_from_slice(chunk);
         let now = self.now();
         self.conn.handle_input(&mut self.input, now);
@@ -161,16 +202,18 @@ impl Driver {
 
     fn tick(&mut self, by: Duration) {
         self.now += by;
+        trace!("time {:?}", self.now);
         let now = self.now();
         self.conn.handle_timeout(now);
     }
 
-    fn to_next_timer(&mut self) {
+    fn skip_to_timer(&mut self) {
         if let Some(t) = self.conn.poll_timeout() {
             let now = self.now();
             if t > now {
                 self.now += t - now;
             }
+            trace!("time {:?} (next timer)", self.now);
             let now = self.now();
             self.conn.handle_timeout(now);
         }
@@ -193,6 +236,7 @@ impl Driver {
     /// Takes every event and checks the order rules.
     fn events(&mut self) {
         while let Some(ev) = self.conn.poll_event() {
+            trace!("  event {ev:?}");
             assert!(!self.closed, "event after Closed: {ev:?}");
             match ev {
                 Event::Open { id, message, .. } => {
@@ -248,32 +292,39 @@ impl Driver {
     }
 
     /// Takes the output and checks that it is whole, valid frames of this
-    /// side.
+    /// side that the peer accepts under the settings it announced.
     fn transmit(&mut self) {
         let mut chunks = Vec::new();
         self.conn.poll_transmit(&mut chunks);
         for c in &chunks {
             self.out.extend_from_slice(c);
         }
+        if !self.slow_writer {
+            let woke = self.conn.wrote(self.out.len());
+            trace!("  wrote {} -> {woke}", self.out.len());
+        }
         let mut at = 0;
         if !self.out_started && !self.out.is_empty() {
             self.out_started = true;
-            if self.side == Side::Client {
-                assert!(
-                    self.out.starts_with(&PREFACE),
-                    "client output without preface"
-                );
-                at = PREFACE.len();
+            match self.side {
+                Side::Client => {
+                    assert!(
+                        self.out.starts_with(&PREFACE),
+                        "client output without preface"
+                    );
+                    at = PREFACE.len();
+                }
+                Side::Server => assert_eq!(self.head, PREFACE, "server wrote before the preface"),
             }
         }
-        let any = Settings {
-            max_frame: u32::MAX,
-            max_metadata: u32::MAX,
-            ..Settings::default()
-        };
+        // The peer parses what this side writes under its own settings
+        // (a MAX_FRAME below the minimum closes the connection: its GOAWAY
+        // need not fit).
+        let mut peer = *self.conn.peer_settings();
+        peer.max_frame = peer.max_frame.max(MIN_MAX_FRAME);
         while at < self.out.len() {
             let rest = &self.out[at..];
-            match fuzzing::frame(Framing::Connection, rest, &any) {
+            match fuzzing::frame(Framing::Connection, rest, &peer) {
                 Ok(Some(n)) => {
                     let (_, kind, flags, _) =
                         fuzzing::frame_header(rest).expect("a parsed frame has a header");
@@ -292,6 +343,12 @@ impl Driver {
                         "{:?} wrote frame type {kind} flags {flags:#x}",
                         self.side
                     );
+                    if kind == 2 {
+                        assert!(
+                            n - 10 <= peer.max_message as usize,
+                            "MESSAGE over MAX_MESSAGE"
+                        );
+                    }
                     at += n;
                 }
                 Ok(None) => panic!("output ends inside a frame"),
@@ -324,22 +381,29 @@ impl Driver {
                     metadata: metadata(arg >> 2),
                 };
                 let msg = (op & 0x40 != 0).then(|| message(arg >> 3));
-                if let Ok(id) = self.conn.open(&head, msg.as_ref(), op & 0x10 != 0, now) {
+                let r = self.conn.open(&head, msg.as_ref(), op & 0x10 != 0, now);
+                trace!("  open -> {r:?}");
+                if let Ok(id) = r {
                     self.ids.push(id);
                 }
             }
             (7, Side::Server) => {
                 let id = self.pick(arg, raw);
-                let _ = self.conn.send_headers(id, &metadata(arg >> 4));
+                let r = self.conn.send_headers(id, &metadata(arg >> 4));
+                trace!("  send_headers({id}) -> {r:?}");
             }
             (8, _) => {
                 let id = self.pick(arg, raw);
                 let end = self.side == Side::Client && op & 0x10 != 0;
-                let _ = self.conn.send(id, message(op >> 6 | arg >> 5), end);
+                let m = message(op >> 6 | arg >> 5);
+                let len = m.len();
+                let r = self.conn.send(id, m, end);
+                trace!("  send({id}, {len} bytes, end {end}) -> {r:?}");
             }
             (9, Side::Client) => {
                 let id = self.pick(arg, raw);
-                let _ = self.conn.finish(id);
+                let r = self.conn.finish(id);
+                trace!("  finish({id}) -> {r:?}");
             }
             (9 | 10, Side::Server) => {
                 let id = self.pick(arg, raw);
@@ -358,11 +422,9 @@ impl Driver {
                 }
                 let headers = (op & 0x10 != 0).then(|| metadata(arg >> 2));
                 let mut msg = (op & 0x80 != 0).then(|| message(arg >> 3));
-                if self
-                    .conn
-                    .close(id, &head, headers.as_ref(), &mut msg)
-                    .is_ok()
-                {
+                let r = self.conn.close(id, &head, headers.as_ref(), &mut msg);
+                trace!("  close({id}, {:?}) -> {r:?}", head.code);
+                if r.is_ok() {
                     self.ended.insert(id);
                 }
             }
@@ -389,10 +451,17 @@ impl Driver {
                 .close_connection(Reason(u32::from(arg) % 10), "bye"),
             (14, _) => self.conn.handle_eof("eof"),
             _ => {
+                if self.slow_writer {
+                    let woke = self.conn.wrote(usize::from(arg) * 97);
+                    trace!("  wrote {} -> {woke}", usize::from(arg) * 97);
+                }
                 let id = self.pick(arg, raw);
                 let _ = (
                     self.conn.take_largest_frame(),
                     self.conn.pending_output(),
+                    self.conn.unwritten(),
+                    self.conn.metadata_memory(),
+                    self.conn.config().max_queued_output,
                     self.conn.can_send(id),
                     self.conn.can_open(),
                     self.conn.is_open(id),
@@ -414,10 +483,11 @@ pub fn run(side: Side, data: &[u8]) {
     let (script, stream) = rest.split_at((*len as usize).min(rest.len()));
     let base = Instant::now();
     let config = config(cfg >> 1);
-    let conn = match side {
+    let mut conn = match side {
         Side::Client => Connection::client(config, base),
         Side::Server => Connection::server(config, base),
     };
+    conn.set_copy_below([0, 64, 4096, 1 << 20][usize::from(cfg >> 6)]);
     let mut d = Driver {
         conn,
         side,
@@ -431,6 +501,8 @@ pub fn run(side: Side, data: &[u8]) {
         closed: false,
         out: Vec::new(),
         out_started: false,
+        slow_writer: cfg & 0x20 != 0,
+        head: Vec::new(),
     };
     d.step();
     if cfg & 1 != 0 {
@@ -461,7 +533,7 @@ pub fn run(side: Side, data: &[u8]) {
             }
             4 => d.tick(Duration::from_millis(u64::from(arg))),
             5 => d.tick(Duration::from_secs(u64::from(arg))),
-            6 => d.to_next_timer(),
+            6 => d.skip_to_timer(),
             _ => d.app(op, arg),
         }
         d.step();
@@ -469,7 +541,7 @@ pub fn run(side: Side, data: &[u8]) {
     d.feed(stream);
     d.step();
     for _ in 0..3 {
-        d.to_next_timer();
+        d.skip_to_timer();
         d.step();
     }
 }
